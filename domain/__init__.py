@@ -1,0 +1,1 @@
+"""Pure, deterministic vocabulary and logic: safe to import from workflows. No I/O here."""

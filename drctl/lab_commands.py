@@ -1,0 +1,129 @@
+"""`drctl lab ...`: bring the embedded lab up and down, report on it, inject faults."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+
+from lab import stack
+from lab.processes import LabError
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = sub.add_parser("lab", help="the embedded lab: a simulated trading stack on loopback")
+    lab.add_argument("--dir", type=Path, default=Path(".lab"), help="lab directory (default .lab)")
+    cmds = lab.add_subparsers(dest="lab_command", required=True)
+
+    up = cmds.add_parser("up", help="start every lab component")
+    up.add_argument("--detach", action="store_true", help="return once everything is ready")
+    up.add_argument(
+        "--ports",
+        choices=["default", "auto"],
+        default="default",
+        help="default: the documented ports; auto: any free ports",
+    )
+    up.set_defaults(run=_up)
+
+    down = cmds.add_parser("down", help="stop everything `lab up` started")
+    down.set_defaults(run=_down)
+
+    status = cmds.add_parser("status", help="every component's health and the replication lag")
+    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for all healthy and DR within 1 s of the primary",
+    )
+    status.set_defaults(run=_status)
+
+    chaos = cmds.add_parser("chaos", help="inject a real fault into one component, or heal it")
+    chaos.add_argument("action", choices=["kill", "hang", "slow", "heal", "stale", "dup-seq"])
+    chaos.add_argument("target", help="primary | dr | nats | venue NAME | md NAME")
+    chaos.add_argument("name", nargs="?", default=None)
+    chaos.add_argument("--ms", type=int, default=500, help="added latency for `slow`")
+    chaos.set_defaults(run=_chaos)
+
+
+def _up(args: argparse.Namespace) -> int:
+    state = stack.up(args.dir, stack.choose_ports(args.ports == "auto"))
+    print(f"lab up in {state.dir}: {len(state.components)} processes")
+    print(f"  topology     {state.topology_path}")
+    print(f"  Temporal UI  http://127.0.0.1:{state.ports.temporal_ui}")
+    print(f"  logs         {state.dir / 'logs'}")
+    if args.detach:
+        return 0
+    print("press Ctrl-C to stop the lab")
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stack.down(args.dir)
+    print("lab stopped")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = stack.down(args.dir)
+    print(f"stopped {len(stopped)} process(es)" if stopped else "no lab running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.wait
+    report = stack.status(args.dir)
+    while not _settled(report) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        report = stack.status(args.dir)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        _print_status(report)
+    return 0 if _settled(report) else 1
+
+
+def _settled(report: stack.LabStatus) -> bool:
+    return (
+        report.healthy and report.replication is not None and report.replication.in_sync_within_1s
+    )
+
+
+def _print_status(report: stack.LabStatus) -> None:
+    print(f"lab {report.dir}  ({'healthy' if report.healthy else 'NOT healthy'})")
+    print(f"Temporal UI: {report.temporal_ui}")
+    for c in report.components:
+        mark = "ok " if c.healthy else "BAD"
+        extra = ""
+        if c.kind == "oms" and c.detail:
+            d = c.detail
+            extra = (
+                f"{d.get('role')}/{d.get('trading_state')} epoch {d.get('epoch')} "
+                f"published {d.get('last_published_seq')} applied {d.get('last_applied_seq')}"
+            )
+        print(f"  [{mark}] {c.name:<14} pid {c.pid:<8} port {c.port:<6} {c.process:<8} {extra}")
+    r = report.replication
+    if r is not None:
+        lag = "unknown" if r.lag_s is None else f"{r.lag_s:.3f} s"
+        print(
+            f"replication: primary published seq {r.primary_published_seq}, DR applied seq "
+            f"{r.dr_applied_seq} ({r.behind_events} behind, lag {lag})"
+        )
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    print(stack.chaos(args.dir, args.action, args.target, args.name, args.ms))
+    return 0
+
+
+ERRORS = (LabError,)

@@ -1,0 +1,1 @@
+"""A simulated OMS implementing the DR-control protocol (see DESIGN.md)."""

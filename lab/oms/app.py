@@ -1,0 +1,190 @@
+"""The DR-control protocol over HTTP+JSON, served by a lab OMS node.
+
+This is the contract a user's OMS implements; FastAPI publishes it as OpenAPI at /openapi.json.
+Every control call is idempotent for the same epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+from activities.venue_client import StaleEpoch, VenueError
+from domain.book import BookSnapshot, OrderEvent, Side, Watermark, client_order_id_prefix
+from lab.oms.node import ControlRefused, OmsNode, TradingState
+from lab.service import install_latency_chaos
+
+Epoch = Annotated[int, Field(ge=1)]
+
+
+class Health(BaseModel):
+    system: str
+    region: str
+    role: Literal["active", "standby"]
+    trading_state: TradingState
+    epoch: int
+    last_applied_seq: int
+    last_applied_event_at: datetime | None
+    last_published_seq: int
+    last_published_event_at: datetime | None
+    replication_lag_s: float
+    publish_backlog: int
+    malformed_events: int
+    position_mismatches: int
+    fenced_reason: str | None
+
+
+class DeactivateRequest(BaseModel):
+    epoch: Epoch
+
+
+class ActivateRequest(BaseModel):
+    epoch: Epoch
+    mode: Literal["reduce_only", "normal"] = "reduce_only"
+
+
+class SyncResult(BaseModel):
+    applied_seq: int
+    stream_last_seq: int
+    gap_events: int
+
+
+class ControlResult(BaseModel):
+    trading_state: TradingState
+    epoch: int
+
+
+class ForcedOrder(BaseModel):
+    venue: str
+    symbol: str = "AAPL"
+    side: Side = Side.BUY
+    qty: Annotated[int, Field(gt=0)] = 1
+    price: Annotated[Decimal, Field(gt=0)] = Decimal("100")
+
+
+class ForcedOrderResult(BaseModel):
+    accepted: bool
+    epoch: int
+    detail: str
+
+
+def create_app(node: OmsNode) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        yield
+        await node.close()
+
+    app = FastAPI(
+        title="DR-control protocol",
+        version="1",
+        description="What an OMS implements so failover-runbooks can fence, sync and promote it.",
+        lifespan=lifespan,
+    )
+    install_latency_chaos(app)
+
+    def result() -> ControlResult:
+        return ControlResult(trading_state=node.state, epoch=node.epoch)
+
+    @app.get("/health")
+    async def health() -> Health:
+        publisher, mirror = node.publisher, node.mirror
+        return Health(
+            system=node.system.name,
+            region=node.region,
+            role="active" if node.state.active else "standby",
+            trading_state=node.state,
+            epoch=node.epoch,
+            last_applied_seq=node.book.watermark.seq,
+            last_applied_event_at=node.book.watermark.published_at,
+            last_published_seq=publisher.last_published_seq if publisher else 0,
+            last_published_event_at=publisher.last_published_event_at if publisher else None,
+            replication_lag_s=mirror.last_lag_s if mirror else 0.0,
+            publish_backlog=publisher.backlog if publisher else 0,
+            malformed_events=mirror.malformed_events if mirror else 0,
+            position_mismatches=node.book.position_mismatches,
+            fenced_reason=node.fenced_reason,
+        )
+
+    @app.post("/control/deactivate")
+    async def deactivate(request: DeactivateRequest) -> ControlResult:
+        try:
+            await node.deactivate(request.epoch)
+        except ControlRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        return result()
+
+    @app.post("/control/activate")
+    async def activate(request: ActivateRequest) -> ControlResult:
+        mode = TradingState.TRADING if request.mode == "normal" else TradingState.REDUCE_ONLY
+        try:
+            await node.activate(request.epoch, mode)
+        except ControlRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        return result()
+
+    @app.post("/control/sync")
+    async def sync() -> SyncResult:
+        applied, last = await node.sync(node.topology.replication.sync_timeout_s)
+        return SyncResult(
+            applied_seq=applied, stream_last_seq=last, gap_events=max(last - applied, 0)
+        )
+
+    @app.post("/control/release")
+    async def release() -> ControlResult:
+        try:
+            await node.release()
+        except ControlRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        return result()
+
+    @app.get("/book")
+    async def book() -> BookSnapshot:
+        snapshot = node.book.snapshot()
+        publisher = node.publisher
+        if node.state.active and publisher is not None:
+            published = Watermark(
+                seq=publisher.last_published_seq, published_at=publisher.last_published_event_at
+            )
+            snapshot = snapshot.model_copy(
+                update={"watermark": published, "unpublished_events": publisher.backlog}
+            )
+        return snapshot
+
+    @app.post("/admin/force-order")
+    async def force_order(request: ForcedOrder) -> ForcedOrderResult:
+        """Send an order with this node's epoch whatever its state: the split-brain probe."""
+        client = node.venues.get(request.venue)
+        if client is None:
+            raise HTTPException(
+                404, f"unknown venue {request.venue!r}; known: {sorted(node.venues)}"
+            )
+        epoch = max(node.epoch, 1)
+        try:
+            if client.session is None:
+                await client.connect()
+            import uuid
+
+            order = await client.place_order(
+                f"{client_order_id_prefix(epoch)}forced-{uuid.uuid4().hex[:12]}",
+                epoch,
+                request.symbol,
+                request.side,
+                request.qty,
+                request.price,
+            )
+        except StaleEpoch as exc:
+            return ForcedOrderResult(accepted=False, epoch=epoch, detail=str(exc))
+        except VenueError as exc:
+            raise HTTPException(502, str(exc)) from None
+        if node.publisher is not None and node.state.active:
+            node.record(OrderEvent(order=order))
+        return ForcedOrderResult(accepted=True, epoch=epoch, detail=order.client_order_id)
+
+    return app

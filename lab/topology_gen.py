@@ -1,0 +1,165 @@
+"""The lab's own topology: one system (`lab`), three venues, three market-data sources, on loopback.
+
+Written to ``<lab dir>/topology.toml`` so every drctl command, worker and lab process reads the same
+file a user's deployment would. Secrets are not in it: only the names of the variables holding them.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from pydantic import BaseModel
+
+from domain.topology import Topology, parse_topology
+
+VENUES = ("alpha", "beta", "gamma")
+MD_SOURCES = ("md-a", "md-b", "md-c")
+SYSTEM = "lab"
+ZONE = "lab.example."
+AWS_KEY_ENV = "LAB_AWS_ACCESS_KEY_ID"
+AWS_SECRET_ENV = "LAB_AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
+ALERT_URL_ENV = "LAB_ALERT_WEBHOOK_URL"
+
+
+def venue_key_env(venue: str) -> str:
+    return f"LAB_VENUE_{venue.upper()}_API_KEY"
+
+
+class LabPorts(BaseModel):
+    temporal: int = 7233
+    temporal_ui: int = 8233
+    nats: int = 4222
+    route53: int = 18053
+    alerts: int = 18090
+    oms_primary: int = 18101
+    oms_dr: int = 18102
+    venues: list[int] = [18111, 18112, 18113]
+    md: list[int] = [18121, 18122, 18123]
+
+    def all(self) -> dict[str, int]:
+        named = {
+            "temporal": self.temporal,
+            "temporal-ui": self.temporal_ui,
+            "nats": self.nats,
+            "route53": self.route53,
+            "alerts": self.alerts,
+            "oms-primary": self.oms_primary,
+            "oms-dr": self.oms_dr,
+        }
+        named |= {f"venue-{v}": p for v, p in zip(VENUES, self.venues, strict=True)}
+        named |= {
+            f"md-{m.removeprefix('md-')}": p for m, p in zip(MD_SOURCES, self.md, strict=True)
+        }
+        return named
+
+
+def lab_secrets(alerts_port: int) -> dict[str, str]:
+    """Fresh credentials for one lab run. The venues check the keys; moto accepts any."""
+    values = {venue_key_env(v): secrets.token_urlsafe(24) for v in VENUES}
+    values[AWS_KEY_ENV] = "testing"
+    values[AWS_SECRET_ENV] = secrets.token_urlsafe(24)
+    values[ALERT_URL_ENV] = f"http://127.0.0.1:{alerts_port}/alerts/{secrets.token_urlsafe(12)}"
+    return values
+
+
+def lab_topology_toml(ports: LabPorts) -> str:
+    host = "127.0.0.1"
+    venues = "\n".join(
+        f"""
+[[venues]]
+name = "{v}"
+kind = "equities"
+url = "http://{host}:{p}"
+api_key_env = "{venue_key_env(v)}"
+reconnect_cooldown_s = 3.0
+"""
+        for v, p in zip(VENUES, ports.venues, strict=True)
+    )
+    sources = "\n".join(
+        f"""
+[[feeds.sources]]
+name = "{m}"
+url = "http://{host}:{p}"
+rank = {i}
+dns_target = "{m}.{ZONE}"
+"""
+        for i, (m, p) in enumerate(zip(MD_SOURCES, ports.md, strict=True), start=1)
+    )
+    return f"""# Written by `drctl lab up`. The lab's topology: edit a copy, not this file.
+
+[temporal]
+address = "{host}:{ports.temporal}"
+namespace = "default"
+ui_url = "http://{host}:{ports.temporal_ui}"
+
+[lease]
+backend = "nats"
+address = "nats://{host}:{ports.nats}"
+bucket = "dr-leases"
+ttl_s = 3.0
+
+[replication]
+nats_url = "nats://{host}:{ports.nats}"
+stream = "LAB_BOOK"
+subject_prefix = "book"
+sync_timeout_s = 20.0
+
+[health]
+interval_s = 1.0
+latency_threshold_ms = 250
+freshness_threshold_s = 2.0
+confirmation_count = 3
+recovery_count = 5
+cooldown_s = 60.0
+
+[dns]
+endpoint_url = "http://{host}:{ports.route53}"
+aws_region = "us-east-1"
+access_key_id_env = "{AWS_KEY_ENV}"
+secret_access_key_env = "{AWS_SECRET_ENV}"
+
+[[systems]]
+name = "{SYSTEM}"
+production = false
+primary_region = "primary"
+dr_region = "dr"
+primary_oms_url = "http://{host}:{ports.oms_primary}"
+dr_oms_url = "http://{host}:{ports.oms_dr}"
+venues = [{", ".join(f'"{v}"' for v in VENUES)}]
+discrepancy_tolerance_notional = 0.0
+
+[systems.dns]
+zone = "{ZONE}"
+record = "oms.{ZONE}"
+record_type = "CNAME"
+primary_target = "oms.primary.{ZONE}"
+dr_target = "oms.dr.{ZONE}"
+ttl_s = 30
+{venues}
+[[vantage_points]]
+name = "dr"
+region = "dr"
+
+[[vantage_points]]
+name = "observer"
+region = "observer"
+
+[[feeds]]
+name = "lab-md"
+
+[feeds.dns]
+zone = "{ZONE}"
+record = "md.{ZONE}"
+record_type = "CNAME"
+primary_target = "md-a.{ZONE}"
+dr_target = "md-b.{ZONE}"
+ttl_s = 30
+{sources}
+[[alerts]]
+name = "lab-oncall"
+url_env = "{ALERT_URL_ENV}"
+"""
+
+
+def lab_topology(ports: LabPorts) -> Topology:
+    return parse_topology(lab_topology_toml(ports), "<lab topology>")

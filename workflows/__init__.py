@@ -1,0 +1,1 @@
+"""The runbooks: deterministic orchestration only. No I/O, no clocks, no randomness."""
