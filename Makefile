@@ -13,10 +13,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The primary region dies at 10:02: kill it, fail over, and show what happened. The lab stays
+# up afterwards so the run can be explored in the Temporal UI; `make down` stops it.
 demo: $(STAMP)
 	$(BIN)/drctl lab down >/dev/null
 	$(BIN)/drctl lab up --detach
 	$(BIN)/drctl lab status --wait 30
+	$(BIN)/drctl lab chaos kill primary
+	$(BIN)/drctl failover --system lab --wait --as demo --reason "make demo: primary killed"
+	$(BIN)/drctl lab alerts
 
 down:
 	@if [ -x $(BIN)/drctl ]; then $(BIN)/drctl lab down; fi

@@ -98,6 +98,13 @@ class LeaseStore(abc.ABC):
             ttl_s=self.ttl_s,
         )
         for _ in range(_TAKEOVER_ATTEMPTS):
+            if expected is not None:
+                record = record.model_copy(
+                    update={
+                        "previous_region": expected.region,
+                        "previous_expires_at": expected.record.expires_at,
+                    }
+                )
             try:
                 return await self._compare_and_set(
                     system, record, expected.revision if expected else None
@@ -141,6 +148,10 @@ async def open_lease_store(config: LeaseConfig, op_timeout_s: float = 2.0) -> Le
         from activities.lease_nats import NatsLeaseStore
 
         return await NatsLeaseStore.connect(config, op_timeout_s)
+    if config.backend == "consul":
+        from activities.lease_consul import ConsulLeaseStore
+
+        return await ConsulLeaseStore.connect(config, op_timeout_s)
     raise LeaseError(
         f'lease.backend {config.backend!r} is not available yet; use lease.backend = "nats"'
     )

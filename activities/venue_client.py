@@ -6,7 +6,6 @@ into typed errors, so callers decide between retrying, waiting out a cooldown an
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -64,6 +63,7 @@ class _WireOrder(BaseModel):
     price: Decimal
     filled_qty: int
     status: OrderStatus
+    created_at: datetime | None = None
     updated_at: datetime
 
 
@@ -176,10 +176,42 @@ class VenueClient:
         return self._order(body)
 
     async def open_orders(self) -> list[Order]:
+        return [self._order(o) for o in await self.open_orders_raw()]
+
+    async def open_orders_raw(self) -> list[dict[str, Any]]:
+        """The venue's open-order report as sent, for callers that must survive bad entries."""
         response = await self._call("GET", "/orders/open")
         if response.status_code != 200:
             raise self._fail(response, "open orders")
-        return [self._order(o) for o in _json(response).get("orders", [])]
+        orders = _json(response).get("orders", [])
+        if not isinstance(orders, list):
+            raise VenueError(self.name, "malformed open-order report: 'orders' is not a list")
+        return [o if isinstance(o, dict) else {"malformed": o} for o in orders]
+
+    async def fills_raw(
+        self, since_seq: int = 0, since_time: datetime | None = None, page_size: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every fill report after ``since_seq`` / at or after ``since_time``, as sent."""
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"since_seq": since_seq, "limit": page_size}
+            if since_time is not None:
+                params["since_time"] = since_time.isoformat()
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = await self._call("GET", "/fills", params=params)
+            if response.status_code != 200:
+                raise self._fail(response, "fills")
+            body = _json(response)
+            page = body.get("fills", [])
+            if not isinstance(page, list):
+                raise VenueError(self.name, "malformed fill report: 'fills' is not a list")
+            out.extend(f if isinstance(f, dict) else {"malformed": f} for f in page)
+            next_cursor = body.get("next_cursor")
+            if not next_cursor or next_cursor == cursor:
+                return out
+            cursor = str(next_cursor)
 
     async def fills(
         self, since_seq: int = 0, since_time: datetime | None = None, page_size: int = 500
@@ -251,7 +283,3 @@ def _retry_after_s(response: httpx.Response) -> float:
         return max(float(header), 0.0)
     except ValueError:
         return 1.0
-
-
-def ceil_seconds(value: float) -> int:
-    return max(math.ceil(value), 0)

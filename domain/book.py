@@ -65,6 +65,7 @@ class Order(BaseModel):
     price: Price
     filled_qty: Annotated[int, Field(ge=0)] = 0
     status: OrderStatus = OrderStatus.OPEN
+    created_at: datetime | None = None
     updated_at: datetime
 
     @property
@@ -142,6 +143,7 @@ class Book(BaseModel):
     trade_ids: set[str] = Field(default_factory=set)
     # Highest fill sequence seen per venue: where fill polling and reconciliation resume.
     venue_fill_seq: dict[str, int] = Field(default_factory=dict)
+    fills: list[Fill] = Field(default_factory=list)
     watermark: Watermark = Field(default_factory=Watermark)
     position_mismatches: int = 0
 
@@ -177,6 +179,7 @@ class Book(BaseModel):
         if fill.trade_id in self.trade_ids:
             return  # venues re-send fills; a trade counts once
         self.trade_ids.add(fill.trade_id)
+        self.fills.append(fill)
         self.venue_fill_seq[fill.venue] = max(
             self.venue_fill_seq.get(fill.venue, 0), fill.venue_seq
         )
@@ -190,11 +193,14 @@ class Book(BaseModel):
             order.model_copy(update={"filled_qty": filled, "status": status, "updated_at": fill.ts})
         )
 
-    def snapshot(self) -> BookSnapshot:
+    def snapshot(self, fills_since: datetime | None = None) -> BookSnapshot:
+        """The comparable view; with ``fills_since``, also the fills booked at or after it."""
         return BookSnapshot(
             open_orders=sorted(self.orders.values(), key=lambda o: o.client_order_id),
             positions={s: q for s, q in sorted(self.positions.items()) if q != 0},
             watermark=self.watermark,
+            venue_fill_seq=dict(self.venue_fill_seq),
+            fills=[f for f in self.fills if f.ts >= fills_since] if fills_since else [],
         )
 
 
@@ -209,6 +215,23 @@ class BookSnapshot(BaseModel):
     positions: dict[str, int]
     watermark: Watermark
     unpublished_events: int = 0
+    venue_fill_seq: dict[str, int] = Field(default_factory=dict)
+    fills: list[Fill] = Field(default_factory=list)
+
+    def open_orders_at(self, venue: str) -> list[Order]:
+        return [o for o in self.open_orders if o.venue == venue]
 
     def same_book_as(self, other: BookSnapshot) -> bool:
         return self.open_orders == other.open_orders and self.positions == other.positions
+
+
+def orders_after_fills(orders: list[Order], fills: list[Fill]) -> list[Order]:
+    """``orders`` as they stand once ``fills`` are applied: the open ones, sorted by id.
+
+    Reconciliation compares a DR book that may not have booked the venue's latest fills yet;
+    applying those fills first leaves only real differences.
+    """
+    book = Book(orders={o.client_order_id: o for o in orders})
+    for fill in fills:
+        book.apply(FillEvent(fill=fill))
+    return sorted(book.orders.values(), key=lambda o: o.client_order_id)

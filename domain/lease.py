@@ -28,6 +28,9 @@ class LeaseRecord(BaseModel):
     holder: str
     renewed_at: datetime
     ttl_s: Annotated[float, Field(gt=0)]
+    # Set by a takeover: whom it replaced and until when that tenure could still have traded.
+    previous_region: str | None = None
+    previous_expires_at: datetime | None = None
 
     @property
     def expires_at(self) -> datetime:

@@ -128,6 +128,10 @@ class SystemConfig(_Model):
     dns: WeightedRecord
     discrepancy_tolerance_notional: Annotated[float, Field(ge=0)] = 0.0
     fill_lookback_margin_s: Seconds = 5.0
+    # How long a planned promotion waits for its second operator, and a discrepancy gate for
+    # a decision, before giving up (approval) or paging and holding reduce-only (decision).
+    approval_timeout_s: Seconds = 3600.0
+    decision_timeout_s: Seconds = 900.0
 
     @model_validator(mode="after")
     def _regions_differ(self) -> Self:

@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+from drctl import lab_alerts
 from lab import stack
 from lab.processes import LabError
 
@@ -24,6 +25,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="default",
         help="default: the documented ports; auto: any free ports",
     )
+    up.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="move one component, e.g. --port temporal-ui=9233 (repeatable)",
+    )
+    up.add_argument(
+        "--venue-cooldown-s",
+        type=float,
+        default=3.0,
+        help="the venues' reconnect cooldown after an unclean disconnect (default 3)",
+    )
     up.set_defaults(run=_up)
 
     down = cmds.add_parser("down", help="stop everything `lab up` started")
@@ -40,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     status.set_defaults(run=_status)
 
+    lab_alerts.add_parser(cmds)
+
     chaos = cmds.add_parser("chaos", help="inject a real fault into one component, or heal it")
     chaos.add_argument("action", choices=["kill", "hang", "slow", "heal", "stale", "dup-seq"])
     chaos.add_argument("target", help="primary | dr | nats | venue NAME | md NAME")
@@ -49,7 +65,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _up(args: argparse.Namespace) -> int:
-    state = stack.up(args.dir, stack.choose_ports(args.ports == "auto"))
+    ports = stack.choose_ports(args.ports == "auto", args.port)
+    state = stack.up(args.dir, ports, args.venue_cooldown_s)
     print(f"lab up in {state.dir}: {len(state.components)} processes")
     print(f"  topology     {state.topology_path}")
     print(f"  Temporal UI  http://127.0.0.1:{state.ports.temporal_ui}")

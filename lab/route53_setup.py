@@ -1,50 +1,42 @@
-"""Create the lab's hosted zone and weighted records in the Route 53 emulator (over HTTP, boto3)."""
+"""Create the lab's hosted zone and weighted records in the Route 53 emulator (over HTTP, boto3).
+
+The boto3 pieces the runbooks also need (client, zone lookup, weighted UPSERT, weights) live in
+``activities.dns``; this module adds only what a lab needs and a real deployment must not do:
+creating the zone and installing the records.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import boto3
+from activities.dns import (
+    DR_ID,
+    PRIMARY_ID,
+    find_zone_id,
+    route53_client,
+    weighted_change,
+    weights_in_zone,
+)
+from domain.topology import WeightedRecord
 
-from domain.topology import DnsConfig, WeightedRecord
-
-PRIMARY_ID = "primary"
-DR_ID = "dr"
-
-
-def route53_client(dns: DnsConfig, access_key_id: str, secret_access_key: str) -> Any:
-    return boto3.client(
-        "route53",
-        endpoint_url=str(dns.endpoint_url) if dns.endpoint_url else None,
-        region_name=dns.aws_region,
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-    )
+__all__ = [
+    "DR_ID",
+    "PRIMARY_ID",
+    "ensure_zone",
+    "install_weighted_pair",
+    "read_weights",
+    "route53_client",
+    "weighted_change",
+]
 
 
 def ensure_zone(client: Any, zone: str) -> str:
     """The hosted zone id for ``zone``, creating the zone if needed."""
-    for hosted in client.list_hosted_zones_by_name(DNSName=zone)["HostedZones"]:
-        if hosted["Name"] == zone:
-            return str(hosted["Id"]).split("/")[-1]
+    existing = find_zone_id(client, zone)
+    if existing is not None:
+        return existing
     created = client.create_hosted_zone(Name=zone, CallerReference=f"failover-runbooks-{zone}")
     return str(created["HostedZone"]["Id"]).split("/")[-1]
-
-
-def weighted_change(
-    record: WeightedRecord, identifier: str, target: str, weight: int
-) -> dict[str, Any]:
-    return {
-        "Action": "UPSERT",
-        "ResourceRecordSet": {
-            "Name": record.record,
-            "Type": record.record_type,
-            "SetIdentifier": identifier,
-            "Weight": weight,
-            "TTL": record.ttl_s,
-            "ResourceRecords": [{"Value": target}],
-        },
-    }
 
 
 def install_weighted_pair(client: Any, record: WeightedRecord) -> str:
@@ -65,12 +57,4 @@ def install_weighted_pair(client: Any, record: WeightedRecord) -> str:
 
 def read_weights(client: Any, record: WeightedRecord) -> dict[str, int]:
     """Weights by set identifier for the record's name and type."""
-    zone_id = ensure_zone(client, record.zone)
-    sets = client.list_resource_record_sets(
-        HostedZoneId=zone_id, StartRecordName=record.record, StartRecordType=record.record_type
-    )["ResourceRecordSets"]
-    return {
-        str(s["SetIdentifier"]): int(s["Weight"])
-        for s in sets
-        if s["Name"] == record.record and s["Type"] == record.record_type and "SetIdentifier" in s
-    }
+    return weights_in_zone(client, ensure_zone(client, record.zone), record)

@@ -6,9 +6,7 @@ stops exactly those. If anything fails during ``up``, what was started is stoppe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -24,6 +22,7 @@ from lab import processes
 from lab.processes import LabError, ProcessSpec
 from lab.route53_setup import install_weighted_pair, route53_client
 from lab.topology_gen import (
+    ALERT_URL_ENV,
     AWS_KEY_ENV,
     AWS_SECRET_ENV,
     MD_SOURCES,
@@ -31,7 +30,6 @@ from lab.topology_gen import (
     VENUES,
     LabPorts,
     lab_secrets,
-    lab_topology,
     lab_topology_toml,
     venue_key_env,
 )
@@ -94,7 +92,9 @@ def _python(*module_args: str) -> list[str]:
     return [sys.executable, "-m", *module_args]
 
 
-def build_specs(paths: LabPaths, ports: LabPorts) -> dict[str, tuple[str, ProcessSpec]]:
+def build_specs(
+    paths: LabPaths, ports: LabPorts, venue_cooldown_s: float = 3.0
+) -> dict[str, tuple[str, ProcessSpec]]:
     logs, topo = paths.logs, str(paths.topology)
     ui = f"http://127.0.0.1:{ports.temporal_ui}"
     specs: dict[str, tuple[str, ProcessSpec]] = {}
@@ -168,7 +168,7 @@ def build_specs(paths: LabPaths, ports: LabPorts) -> dict[str, tuple[str, Proces
                     "--api-key-env",
                     venue_key_env(venue),
                     "--reconnect-cooldown-s",
-                    "3",
+                    f"{venue_cooldown_s:g}",
                 ),
                 port=port,
                 health_url=f"http://127.0.0.1:{port}/health",
@@ -187,6 +187,17 @@ def build_specs(paths: LabPaths, ports: LabPorts) -> dict[str, tuple[str, Proces
                 log_path=logs / f"{source}.log",
             ),
         )
+    specs["alerts"] = (
+        "alerts",
+        ProcessSpec(
+            name="alerts",
+            argv=_python("lab.alerts", "--port", str(ports.alerts), "--url-env", ALERT_URL_ENV),
+            port=ports.alerts,
+            health_url=f"http://127.0.0.1:{ports.alerts}/health",
+            log_path=logs / "alerts.log",
+            secret_env=[ALERT_URL_ENV],
+        ),
+    )
     venue_secrets = [venue_key_env(v) for v in VENUES]
     for region, port in (("primary", ports.oms_primary), ("dr", ports.oms_dr)):
         specs[f"oms-{region}"] = (
@@ -217,7 +228,7 @@ def build_specs(paths: LabPaths, ports: LabPorts) -> dict[str, tuple[str, Proces
             argv=_python("workers", "--config", topo, "--role", "all"),
             port=0,
             log_path=logs / "worker.log",
-            secret_env=[*venue_secrets, AWS_KEY_ENV, AWS_SECRET_ENV],
+            secret_env=[*venue_secrets, AWS_KEY_ENV, AWS_SECRET_ENV, ALERT_URL_ENV],
         ),
     )
     return specs
@@ -225,27 +236,34 @@ def build_specs(paths: LabPaths, ports: LabPorts) -> dict[str, tuple[str, Proces
 
 # Start order: each stage waits for the previous one to be ready.
 STAGES: list[list[str]] = [
-    ["temporal", "nats", "route53"],
+    ["temporal", "nats", "route53", "alerts"],
     [*(f"venue-{v}" for v in VENUES), *MD_SOURCES],
     ["oms-primary"],
     ["oms-dr", "worker"],
 ]
 
 
-def choose_ports(auto: bool) -> LabPorts:
-    if not auto:
-        return LabPorts()
-    return LabPorts(
-        temporal=processes.free_port(),
-        temporal_ui=processes.free_port(),
-        nats=processes.free_port(),
-        route53=processes.free_port(),
-        alerts=processes.free_port(),
-        oms_primary=processes.free_port(),
-        oms_dr=processes.free_port(),
-        venues=[processes.free_port() for _ in VENUES],
-        md=[processes.free_port() for _ in MD_SOURCES],
-    )
+def choose_ports(auto: bool, overrides: list[str] | None = None) -> LabPorts:
+    """The documented ports, or free ones; ``NAME=PORT`` overrides win (names as in status)."""
+    ports = LabPorts()
+    if auto:
+        ports = LabPorts(
+            temporal=processes.free_port(),
+            temporal_ui=processes.free_port(),
+            nats=processes.free_port(),
+            route53=processes.free_port(),
+            alerts=processes.free_port(),
+            oms_primary=processes.free_port(),
+            oms_dr=processes.free_port(),
+            venues=[processes.free_port() for _ in VENUES],
+            md=[processes.free_port() for _ in MD_SOURCES],
+        )
+    for override in overrides or []:
+        name, sep, value = override.partition("=")
+        if not sep or not value.isdigit() or not 0 < int(value) < 65536:
+            raise LabError(f"--port {override!r}: expected NAME=PORT, e.g. --port nats=14222")
+        ports = ports.with_port(name, int(value))
+    return ports
 
 
 # --- up / down ------------------------------------------------------------------------------
@@ -263,7 +281,7 @@ def write_state(paths: LabPaths, state: LabState) -> None:
     tmp.replace(paths.state)
 
 
-def up(root: Path, ports: LabPorts) -> LabState:
+def up(root: Path, ports: LabPorts, venue_cooldown_s: float = 3.0) -> LabState:
     paths = LabPaths(root)
     existing = read_state(paths)
     if existing is not None:
@@ -279,10 +297,11 @@ def up(root: Path, ports: LabPorts) -> LabState:
             f"port(s) already in use: {', '.join(busy)}; stop what holds them, or run "
             "`drctl lab up --ports auto`"
         )
-    specs = build_specs(paths, ports)  # finds the binaries before anything starts
+    # Finds the binaries before anything starts.
+    specs = build_specs(paths, ports, venue_cooldown_s)
     for directory in (paths.logs, paths.data):
         directory.mkdir(parents=True, exist_ok=True)
-    paths.topology.write_text(lab_topology_toml(ports))
+    paths.topology.write_text(lab_topology_toml(ports, venue_cooldown_s))
     secrets = lab_secrets(ports.alerts)
     write_secrets(paths, secrets)
     state = LabState(dir=paths.root, topology_path=paths.topology, ports=ports)
@@ -299,7 +318,7 @@ def up(root: Path, ports: LabPorts) -> LabState:
                     continue
                 processes.wait_ready(component.spec, component.pid, READY_TIMEOUT_S)
             if "route53" in stage:
-                _install_dns(lab_topology(ports), secrets)
+                _install_dns(load_topology(paths.topology), secrets)
         _wait_primary_trading(state)
     except BaseException:
         down(root)
@@ -557,15 +576,3 @@ def _admin(component: Component, path: str, body: dict[str, Any]) -> None:
         ) from None
     if response.status_code != 200:
         raise LabError(f"{component.spec.name} refused {path}: HTTP {response.status_code}")
-
-
-def load_lab_topology(root: Path) -> Topology:
-    return load_topology(LabPaths(root).topology)
-
-
-def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def dumps(model: BaseModel) -> str:
-    return json.dumps(model.model_dump(mode="json"), indent=2)

@@ -11,6 +11,7 @@ import secrets
 from pydantic import BaseModel
 
 from domain.topology import Topology, parse_topology
+from lab.processes import LabError
 
 VENUES = ("alpha", "beta", "gamma")
 MD_SOURCES = ("md-a", "md-b", "md-c")
@@ -47,10 +48,23 @@ class LabPorts(BaseModel):
             "oms-dr": self.oms_dr,
         }
         named |= {f"venue-{v}": p for v, p in zip(VENUES, self.venues, strict=True)}
-        named |= {
-            f"md-{m.removeprefix('md-')}": p for m, p in zip(MD_SOURCES, self.md, strict=True)
-        }
+        named |= {m: p for m, p in zip(MD_SOURCES, self.md, strict=True)}
         return named
+
+    def with_port(self, name: str, port: int) -> LabPorts:
+        """A copy with the component ``name`` (as listed by ``all``) moved to ``port``."""
+        names = list(self.all())
+        if name not in names:
+            raise LabError(f"unknown lab component {name!r}; one of: {', '.join(names)}")
+        if name.startswith("venue-"):
+            venues = list(self.venues)
+            venues[VENUES.index(name.removeprefix("venue-"))] = port
+            return self.model_copy(update={"venues": venues})
+        if name in MD_SOURCES:
+            md = list(self.md)
+            md[MD_SOURCES.index(name)] = port
+            return self.model_copy(update={"md": md})
+        return self.model_copy(update={name.replace("-", "_"): port})
 
 
 def lab_secrets(alerts_port: int) -> dict[str, str]:
@@ -62,7 +76,7 @@ def lab_secrets(alerts_port: int) -> dict[str, str]:
     return values
 
 
-def lab_topology_toml(ports: LabPorts) -> str:
+def lab_topology_toml(ports: LabPorts, venue_cooldown_s: float = 3.0) -> str:
     host = "127.0.0.1"
     venues = "\n".join(
         f"""
@@ -71,7 +85,7 @@ name = "{v}"
 kind = "equities"
 url = "http://{host}:{p}"
 api_key_env = "{venue_key_env(v)}"
-reconnect_cooldown_s = 3.0
+reconnect_cooldown_s = {venue_cooldown_s}
 """
         for v, p in zip(VENUES, ports.venues, strict=True)
     )

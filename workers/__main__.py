@@ -12,15 +12,25 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from activities.lease import LeaseError, open_lease_store
+from activities.alerts import AlertActivities
+from activities.dns import DnsActivities
+from activities.lease import LeaseError, LeaseStore, open_lease_store
 from activities.lease_activities import LeaseActivities
+from activities.oms import OmsActivities
+from activities.plan import PlanActivities
+from activities.reconcile import ReconcileActivities
+from activities.venues import VenueActivities
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
+from workflows.promotion import PromotionWorkflow
+from workflows.venue_recovery import VenueRecoveryWorkflow
 
 log = logging.getLogger("workers")
 
@@ -40,6 +50,36 @@ def task_queues(topology: Topology, role: str) -> list[str]:
     return [role]
 
 
+def region_activities(topology: Topology, store: LeaseStore) -> list[Callable[..., Any]]:
+    """Everything a region's worker can do. All of it runs from the region it promotes."""
+    lease = LeaseActivities(store)
+    oms = OmsActivities()
+    plan = PlanActivities(topology, oms)
+    venues = VenueActivities(topology)
+    reconcile = ReconcileActivities(topology, oms)
+    dns = DnsActivities(topology)
+    alerts = AlertActivities(topology)
+    return [
+        plan.load_promotion_plan,
+        plan.verify_positions,
+        lease.read_lease,
+        lease.acquire_lease,
+        oms.confirm_primary_down,
+        oms.fence_primary,
+        oms.sync_dr_state,
+        oms.activate_dr,
+        oms.release_trading,
+        oms.fetch_dr_book,
+        venues.connect_session,
+        venues.logout_session,
+        venues.cancel_orders,
+        reconcile.reconcile_venue,
+        reconcile.still_open,
+        dns.update_dns,
+        alerts.notify,
+    ]
+
+
 async def run(topology: Topology, role: str) -> None:
     queues = task_queues(topology, role)
     client = await Client.connect(
@@ -51,18 +91,32 @@ async def run(topology: Topology, role: str) -> None:
         else None,
     )
     store = await open_lease_store(topology.lease)
-    lease = LeaseActivities(store)
-    workers = [Worker(client, task_queue=queue, activities=[lease.read_lease]) for queue in queues]
+    activities = region_activities(topology, store)
+    workers = [
+        Worker(
+            client,
+            task_queue=queue,
+            workflows=[PromotionWorkflow, VenueRecoveryWorkflow],
+            activities=activities,
+        )
+        for queue in queues
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("polling %s", ", ".join(queues))
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    # A worker that dies must take the process down with it: a silent half-worker would leave
+    # its task queue unpolled while `lab status` still shows the process running.
+    done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     await store.close()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if stopping not in done and failures:
+        raise RuntimeError(f"a worker stopped: {failures[0]!r}")
 
 
 def main() -> int:

@@ -6,6 +6,8 @@ Every control call is idempotent for the same epoch.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -13,9 +15,9 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from activities.venue_client import StaleEpoch, VenueError
+from activities.venue_client import ReconnectCooldown, StaleEpoch, VenueClient, VenueError
 from domain.book import BookSnapshot, OrderEvent, Side, Watermark, client_order_id_prefix
 from lab.oms.node import ControlRefused, OmsNode, TradingState
 from lab.service import install_latency_chaos
@@ -145,8 +147,26 @@ def create_app(node: OmsNode) -> FastAPI:
         return result()
 
     @app.get("/book")
-    async def book() -> BookSnapshot:
-        snapshot = node.book.snapshot()
+    async def book(
+        fills_since: AwareDatetime | None = None,
+        venue: str | None = None,
+        include_orders: bool = True,
+    ) -> BookSnapshot:
+        """Open orders, positions and watermark; ``fills_since`` adds the fills booked since.
+
+        ``venue`` narrows orders and fills to one venue; ``include_orders=false`` leaves the
+        orders out (a runbook that needs only the watermark should not carry the whole book).
+        """
+        snapshot = node.book.snapshot(fills_since)
+        if venue is not None or not include_orders:
+            snapshot = snapshot.model_copy(
+                update={
+                    "open_orders": snapshot.open_orders_at(venue)
+                    if include_orders and venue is not None
+                    else ([] if not include_orders else snapshot.open_orders),
+                    "fills": [f for f in snapshot.fills if venue is None or f.venue == venue],
+                }
+            )
         publisher = node.publisher
         if node.state.active and publisher is not None:
             published = Watermark(
@@ -168,8 +188,7 @@ def create_app(node: OmsNode) -> FastAPI:
         epoch = max(node.epoch, 1)
         try:
             if client.session is None:
-                await client.connect()
-            import uuid
+                await _connect_waiting_out_cooldown(client)
 
             order = await client.place_order(
                 f"{client_order_id_prefix(epoch)}forced-{uuid.uuid4().hex[:12]}",
@@ -188,3 +207,12 @@ def create_app(node: OmsNode) -> FastAPI:
         return ForcedOrderResult(accepted=True, epoch=epoch, detail=order.client_order_id)
 
     return app
+
+
+async def _connect_waiting_out_cooldown(client: VenueClient) -> None:
+    """Log on even if the venue first imposes its cooldown (a forced order insists)."""
+    try:
+        await client.connect()
+    except ReconnectCooldown as cooldown:
+        await asyncio.sleep(cooldown.retry_after_s)
+        await client.connect()

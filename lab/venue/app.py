@@ -31,11 +31,11 @@ from lab.venue.models import (
     FillsPage,
     Health,
     Heartbeat,
+    InjectedOrder,
     LoggedOut,
     OpenOrders,
     Order,
     OrderRequest,
-    OrderTicket,
     SequenceError,
     SessionOpened,
     SessionRef,
@@ -136,8 +136,11 @@ def create_app(settings: VenueSettings) -> FastAPI:
         return venue.book.fills_page(max(since_seq, _cursor_seq(cursor)), since_time, limit)
 
     @app.post(f"{ADMIN_PREFIX}/orders", responses={409: {"model": ErrorBody}})
-    async def inject_order(ticket: OrderTicket) -> Order:
-        return venue.book.rest(ticket)
+    async def inject_order(ticket: InjectedOrder) -> Order:
+        order = venue.book.rest(ticket)
+        if not ticket.auto_fill:
+            venue.book.hold_from_matching(order)
+        return order
 
     @app.post(f"{ADMIN_PREFIX}/fills", responses={404: {"model": ErrorBody}})
     async def inject_fill(request: AdminFillRequest) -> Fill:

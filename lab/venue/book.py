@@ -33,6 +33,7 @@ class OrderBook:
         self._by_client_id: dict[str, Order] = {}
         # Fill seq n sits at index n - 1, which makes paging by seq a slice.
         self._fills: list[Fill] = []
+        self._not_auto_filled: set[str] = set()
 
     def enter(self, ticket: OrderTicket) -> Order:
         """Accept an order a member sent on its session, unless its epoch is stale.
@@ -90,6 +91,12 @@ class OrderBook:
             wanted = venue_order_id or client_order_id
             raise VenueRejection(404, ErrorBody(error=f"no order {wanted!r} at {self._venue}"))
         return order
+
+    def hold_from_matching(self, order: Order) -> None:
+        self._not_auto_filled.add(order.venue_order_id)
+
+    def matchable_orders(self) -> list[Order]:
+        return [o for o in self.open_orders() if o.venue_order_id not in self._not_auto_filled]
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [

@@ -12,7 +12,7 @@ from lab.venue.models import Fill
 def match_once(book: OrderBook, probability: float, rng: random.Random) -> list[Fill]:
     """Give each open order one chance at a fill of random size at its limit price."""
     fills = []
-    for order in book.open_orders():
+    for order in book.matchable_orders():
         if rng.random() < probability:
             fills.append(book.fill(order, rng.randint(1, order.remaining_qty)))
     return fills

@@ -69,6 +69,13 @@ class OrderTicket(Request):
     price: Price
 
 
+class InjectedOrder(OrderTicket):
+    """An order put straight on the book by the lab (a ghost, a drop-copy gap...)."""
+
+    # False keeps the random matcher off it, so a scenario's ghost is still open when checked.
+    auto_fill: bool = True
+
+
 class OrderRequest(OrderTicket):
     """An order sent by a member on its session, under the session's next sequence number."""
 

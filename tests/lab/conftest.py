@@ -61,3 +61,68 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         yield run
     finally:
         run.drctl("down")
+
+
+def venue_key(lab: LabRun, venue: str) -> str:
+    from lab.stack import LabPaths, read_secrets
+    from lab.topology_gen import venue_key_env
+
+    return read_secrets(LabPaths(lab.root))[venue_key_env(venue)]
+
+
+def venue_call(lab: LabRun, venue: str, method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(
+        method,
+        lab.url(f"venue-{venue}") + path,
+        headers={"X-Api-Key": venue_key(lab, venue)},
+        timeout=5,
+        **kwargs,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def drctl_runbook(
+    lab: LabRun, *args: str, timeout_s: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """A runbook command (failover, approve, status...) against this lab's topology."""
+    return subprocess.run(
+        [sys.executable, "-m", "drctl", "--config", str(lab.root / "topology.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+async def replay_and_record(topology_path: Path, workflow_ids: list[str], label: str) -> int:
+    """Replay each workflow's live history against today's code; optionally keep the history.
+
+    With DRCTL_RECORD_HISTORIES=DIR the histories are also written there, which is how the
+    recorded histories under tests/unit/workflows/histories/ were made.
+    """
+    import os
+    from urllib.parse import quote
+
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from domain.topology import load_topology
+    from workflows.promotion import PromotionWorkflow
+    from workflows.venue_recovery import VenueRecoveryWorkflow
+
+    topology = load_topology(topology_path)
+    client = await Client.connect(topology.temporal.address)
+    replayer = Replayer(
+        workflows=[PromotionWorkflow, VenueRecoveryWorkflow],
+        data_converter=pydantic_data_converter,
+    )
+    record_dir = os.environ.get("DRCTL_RECORD_HISTORIES")
+    for workflow_id in workflow_ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        await replayer.replay_workflow(history)
+        if record_dir:
+            name = f"{label}--{quote(workflow_id, safe='')}.json"
+            Path(record_dir, name).write_text(history.to_json())  # noqa: ASYNC240 - test-only
+    return len(workflow_ids)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,46 @@ def test_a_second_lab_in_the_same_directory_is_refused(lab: LabRun) -> None:
     assert result.returncode == 1
     assert "a lab is already running" in result.stderr and "drctl lab down" in result.stderr
     assert lab.status()["healthy"] is True  # the running lab is untouched
+
+
+def _topology_without_servers(tmp_path: Path) -> Path:
+    """A valid lab topology whose ports nothing listens on."""
+    from lab.stack import choose_ports
+    from lab.topology_gen import lab_topology_toml
+
+    path = tmp_path / "topology.toml"
+    path.write_text(lab_topology_toml(choose_ports(auto=True)))
+    return path
+
+
+def _drctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "drctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_failover_of_an_unknown_system_names_the_known_ones(tmp_path: Path) -> None:
+    config = _topology_without_servers(tmp_path)
+    result = _drctl("--config", str(config), "failover", "--system", "nope", "--as", "alice")
+    assert result.returncode == 1
+    assert result.stderr == "drctl: no system named 'nope'; known: ['lab']\n"
+
+
+def test_failover_with_temporal_unreachable_says_so(tmp_path: Path) -> None:
+    config = _topology_without_servers(tmp_path)
+    result = _drctl("--config", str(config), "failover", "--system", "lab", "--as", "alice")
+    assert result.returncode == 1
+    assert result.stderr.startswith("drctl: cannot reach Temporal at 127.0.0.1:")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_an_invalid_topology_file_is_named_with_its_field(tmp_path: Path) -> None:
+    config = _topology_without_servers(tmp_path)
+    config.write_text(config.read_text().replace("ttl_s = 3.0", "ttl_s = -3", 1))
+    result = _drctl("--config", str(config), "status")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"drctl: {config}: lease.ttl_s: Input should be greater")

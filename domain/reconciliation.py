@@ -1,0 +1,529 @@
+"""After a promotion: what each venue says against what the DR book believes.
+
+DR takes the lease without knowing whether its replicated book saw everything the previous holder
+did. The venue is the ground truth for what is working and what traded, so every order seen on
+either side gets exactly one named finding, every suspicious fill report gets one, and every
+position the fills disagree with gets one. The runbook acts only on the findings it may act on
+(cancel ghosts and old-epoch orders); everything else is put in front of a person.
+
+Venue data arrives as JSON from systems we do not control: a malformed report becomes a finding,
+never an exception and never a silent drop. Pure (no I/O, clocks or randomness), because
+workflows import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from domain.book import Fill, Order, epoch_of_client_order_id
+
+_UNKNOWN = "<unknown>"
+
+# What makes two reports of one order the same working order; the rest is bookkeeping.
+_COMPARED_ORDER_FIELDS = ("symbol", "side", "qty", "price", "filled_qty")
+
+
+class DiscrepancyKind(StrEnum):
+    MATCHED = "matched"
+    DRIFT = "drift"
+    MISSING_AT_VENUE = "missing_at_venue"
+    GHOST = "ghost"
+    OLD_EPOCH = "old_epoch"
+
+
+# Only orders DR knows nothing about and that no current holder sent are cancelled without a
+# person: anything else could be a live order of ours.
+_CANCELLED_BY_RUNBOOK = frozenset({DiscrepancyKind.GHOST, DiscrepancyKind.OLD_EPOCH})
+
+
+class OrderFinding(BaseModel):
+    """One order, as seen by the venue, the DR book, or both."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_order_id: str
+    venue: str
+    kind: DiscrepancyKind
+    epoch: int | None
+    symbol: str
+    venue_order: Order | None
+    dr_order: Order | None
+    # The exposure at stake, for the tolerance gate: what is still open, or how far apart the
+    # two sides are.
+    notional: Decimal
+    detail: str
+    # The epoch was taken from the client-order-id prefix, or is not known at all.
+    inferred: bool = False
+
+
+FillFindingKind = Literal["duplicate", "invalid", "unbooked"]
+
+
+class FillFinding(BaseModel):
+    """A fill report worth a look. ``unbooked`` is not an error by itself: DR books such fills
+    on activation, but the report must show what it learnt only from the venue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trade_id: str
+    venue: str
+    kind: FillFindingKind
+    detail: str
+    fill: Fill | None
+
+
+class PositionDiscrepancy(BaseModel):
+    """``difference`` is ``recomputed_qty - book_qty``: the correction the fills ask of the book."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    book_qty: int
+    recomputed_qty: int
+    difference: int
+    notional: Decimal
+    # No price was known for the symbol, so ``notional`` is 0 and understates the exposure.
+    inferred_price: bool
+
+
+class VenueReconciliation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    venue: str
+    new_epoch: int
+    findings: list[OrderFinding]
+    fill_findings: list[FillFinding]
+
+    @field_validator("findings")
+    @classmethod
+    def _in_client_order_id_order(cls, findings: list[OrderFinding]) -> list[OrderFinding]:
+        # Findings from parsing and from classification are merged by the caller; a person
+        # reads them by id. The sort is stable, so a duplicate stays after the order it repeats.
+        return sorted(findings, key=lambda finding: finding.client_order_id)
+
+    @property
+    def to_cancel(self) -> list[str]:
+        return sorted({f.client_order_id for f in self.findings if f.kind in _CANCELLED_BY_RUNBOOK})
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {kind.value: 0 for kind in DiscrepancyKind}
+        for finding in self.findings:
+            counts[finding.kind.value] += 1
+        return counts
+
+    @property
+    def discrepancy_notional(self) -> Decimal:
+        return sum(
+            (f.notional for f in self.findings if f.kind is not DiscrepancyKind.MATCHED),
+            Decimal(0),
+        )
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+
+def classify_orders(
+    venue: str,
+    venue_open: Sequence[Order],
+    dr_open: Sequence[Order],
+    new_epoch: int,
+    takeover_at: datetime,
+) -> list[OrderFinding]:
+    """One finding per order reported on either side, sorted by client order id."""
+    at_venue, venue_duplicates = _first_report_per_id(venue, venue_open, "venue")
+    in_dr, dr_duplicates = _first_report_per_id(venue, dr_open, "DR")
+    findings: list[OrderFinding] = []
+    for client_order_id in sorted(at_venue.keys() | in_dr.keys()):
+        venue_order, dr_order = at_venue.get(client_order_id), in_dr.get(client_order_id)
+        if venue_order is not None and dr_order is not None:
+            findings.append(_compare_both_sides(venue, venue_order, dr_order))
+        elif dr_order is not None:
+            findings.append(_missing_at_venue(venue, dr_order))
+        elif venue_order is not None:
+            findings.append(_venue_only(venue, venue_order, new_epoch, takeover_at))
+    # Stable: a duplicate follows the report it repeats.
+    return sorted(
+        findings + venue_duplicates + dr_duplicates, key=lambda finding: finding.client_order_id
+    )
+
+
+def parse_venue_orders(
+    venue: str, raw: Sequence[Mapping[str, Any]]
+) -> tuple[list[Order], list[OrderFinding]]:
+    """Validate a venue's open-order reports; each one that does not validate is a DRIFT finding
+    naming the field, so it reaches a person instead of failing the recovery."""
+    orders: list[Order] = []
+    findings: list[OrderFinding] = []
+    for report in raw:
+        try:
+            orders.append(Order.model_validate(_with_reporting_venue(venue, report)))
+        except ValidationError as error:
+            findings.append(_malformed_order(venue, report, error))
+    return orders, findings
+
+
+def _first_report_per_id(
+    venue: str, orders: Sequence[Order], reporter: Literal["venue", "DR"]
+) -> tuple[dict[str, Order], list[OrderFinding]]:
+    first: dict[str, Order] = {}
+    duplicates: list[OrderFinding] = []
+    for order in orders:
+        kept = first.get(order.client_order_id)
+        if kept is None:
+            first[order.client_order_id] = order
+        else:
+            duplicates.append(_duplicate_order(venue, kept, order, reporter))
+    return first, duplicates
+
+
+def _compare_both_sides(venue: str, venue_order: Order, dr_order: Order) -> OrderFinding:
+    differences = _differences(_COMPARED_ORDER_FIELDS, venue_order, dr_order, "venue", "DR")
+    if differences:
+        kind, notional = DiscrepancyKind.DRIFT, _drift_notional(venue_order, dr_order)
+    else:
+        kind, notional = DiscrepancyKind.MATCHED, _open_notional(venue_order)
+    return _finding(
+        venue,
+        venue_order,
+        kind,
+        notional=notional,
+        reason="; ".join(differences) or "venue and DR agree",
+        venue_order=venue_order,
+        dr_order=dr_order,
+    )
+
+
+def _missing_at_venue(venue: str, dr_order: Order) -> OrderFinding:
+    return _finding(
+        venue,
+        dr_order,
+        DiscrepancyKind.MISSING_AT_VENUE,
+        notional=_open_notional(dr_order),
+        reason="open in the DR book, not open at the venue (filled, cancelled or never arrived)",
+        dr_order=dr_order,
+    )
+
+
+def _venue_only(venue: str, order: Order, new_epoch: int, takeover_at: datetime) -> OrderFinding:
+    epoch = _cross_checked_epoch(order)
+    notes: list[str] = []
+    if epoch_of_client_order_id(order.client_order_id) is None:
+        notes.append("client_order_id carries no epoch prefix")
+    created_after = _created_after_takeover(order, takeover_at)
+    if order.created_at is not None and created_after is None:
+        notes.append(
+            f"created_at {order.created_at} cannot be compared with takeover at {takeover_at}; "
+            "judged by epoch alone"
+        )
+    kind, reason = _judge_unknown_order(epoch.value, new_epoch, order, created_after, takeover_at)
+    return _finding(
+        venue,
+        order,
+        kind,
+        notional=_open_notional(order),
+        reason=reason,
+        notes=notes,
+        venue_order=order,
+    )
+
+
+def _judge_unknown_order(
+    epoch: int,
+    new_epoch: int,
+    order: Order,
+    created_after_takeover: bool | None,
+    takeover_at: datetime,
+) -> tuple[DiscrepancyKind, str]:
+    """An order working at the venue that the DR book has never seen: whose is it?"""
+    if epoch >= new_epoch:
+        # Only DR itself can send under the new epoch; cancelling it could undo a live decision.
+        return DiscrepancyKind.DRIFT, "order of the current epoch not in the DR book"
+    if epoch < new_epoch - 1:
+        return (
+            DiscrepancyKind.OLD_EPOCH,
+            f"epoch {epoch} predates the previous tenure (new epoch {new_epoch}): "
+            "left by an older holder",
+        )
+    if created_after_takeover:
+        return (
+            DiscrepancyKind.OLD_EPOCH,
+            f"epoch {epoch} order created at {order.created_at}, after takeover at "
+            f"{takeover_at}: sent by a fenced sender",
+        )
+    return (
+        DiscrepancyKind.GHOST,
+        f"epoch {epoch} order not in the DR book: sent by the previous holder while it held "
+        "the lease, never replicated",
+    )
+
+
+def _duplicate_order(
+    venue: str, kept: Order, repeat: Order, reporter: Literal["venue", "DR"]
+) -> OrderFinding:
+    # The first report stands for the order and the repeat is drift against it: an identical
+    # repeat adds no notional, a contradicting one adds the gap between the two.
+    differences = _differences(_COMPARED_ORDER_FIELDS, kept, repeat, "first", "repeat")
+    return _finding(
+        venue,
+        repeat,
+        DiscrepancyKind.DRIFT,
+        notional=_drift_notional(kept, repeat),
+        reason=(
+            "duplicate client_order_id reported by venue"
+            if reporter == "venue"
+            else "duplicate client_order_id in the DR book"
+        ),
+        notes=differences or ["same as the first report"],
+        venue_order=repeat if reporter == "venue" else None,
+        dr_order=repeat if reporter == "DR" else None,
+    )
+
+
+def _malformed_order(venue: str, report: object, error: ValidationError) -> OrderFinding:
+    client_order_id = _reported_text(report, "client_order_id")
+    return OrderFinding(
+        client_order_id=client_order_id,
+        venue=venue,
+        kind=DiscrepancyKind.DRIFT,
+        # The report's own epoch field cannot be trusted once the report is malformed.
+        epoch=epoch_of_client_order_id(client_order_id),
+        symbol=_reported_text(report, "symbol"),
+        venue_order=None,
+        dr_order=None,
+        notional=Decimal(0),
+        detail=f"malformed order report: {_describe(error)}",
+        inferred=True,
+    )
+
+
+def _finding(
+    venue: str,
+    order: Order,
+    kind: DiscrepancyKind,
+    *,
+    notional: Decimal,
+    reason: str,
+    notes: Sequence[str] = (),
+    venue_order: Order | None = None,
+    dr_order: Order | None = None,
+) -> OrderFinding:
+    epoch = _cross_checked_epoch(order)
+    return OrderFinding(
+        client_order_id=order.client_order_id,
+        venue=venue,
+        kind=kind,
+        epoch=epoch.value,
+        symbol=order.symbol,
+        venue_order=venue_order,
+        dr_order=dr_order,
+        notional=notional,
+        detail="; ".join([reason, *notes, *epoch.notes]),
+        inferred=epoch.inferred,
+    )
+
+
+@dataclass(frozen=True)
+class _CheckedEpoch:
+    value: int
+    inferred: bool
+    notes: tuple[str, ...] = ()
+
+
+def _cross_checked_epoch(order: Order) -> _CheckedEpoch:
+    """The epoch to judge an order by.
+
+    Our OMS writes the epoch field and the client-order-id prefix together, so a disagreement
+    means one of them is corrupt and we cannot tell which. The lower one wins: it can only make
+    an unknown order look older, and older unknown orders are cancelled, never trusted.
+    """
+    prefixed = epoch_of_client_order_id(order.client_order_id)
+    if prefixed is None or prefixed == order.epoch:
+        return _CheckedEpoch(order.epoch, inferred=False)
+    lower = min(prefixed, order.epoch)
+    note = f"epoch field {order.epoch} vs client_order_id prefix {prefixed}: judged as {lower}"
+    return _CheckedEpoch(lower, inferred=True, notes=(note,))
+
+
+def _created_after_takeover(order: Order, takeover_at: datetime) -> bool | None:
+    """None when unknown: no creation time, or one naive where the other is aware."""
+    if order.created_at is None:
+        return None
+    try:
+        return order.created_at > takeover_at
+    except TypeError:
+        return None
+
+
+def _open_notional(order: Order) -> Decimal:
+    return order.remaining_qty * order.price
+
+
+def _drift_notional(left: Order, right: Order) -> Decimal:
+    """Two reports on one instrument and side offset each other; on different ones (a flipped
+    side, a wrong symbol) both exposures are wrong at once, so they add up."""
+    if (left.symbol, left.side) == (right.symbol, right.side):
+        return abs(_open_notional(left) - _open_notional(right))
+    return _open_notional(left) + _open_notional(right)
+
+
+# --- fills ----------------------------------------------------------------------------------
+
+
+def parse_venue_fills(
+    venue: str, raw: Sequence[Mapping[str, Any]]
+) -> tuple[list[Fill], list[FillFinding]]:
+    """Validate a venue's fill reports; each one that does not validate is an ``invalid``
+    finding naming the field. Venues call the sequence ``seq``; it is our ``venue_seq``."""
+    fills: list[Fill] = []
+    findings: list[FillFinding] = []
+    for report in raw:
+        try:
+            fills.append(Fill.model_validate(_with_venue_seq(_with_reporting_venue(venue, report))))
+        except ValidationError as error:
+            findings.append(
+                FillFinding(
+                    trade_id=_reported_text(report, "trade_id"),
+                    venue=venue,
+                    kind="invalid",
+                    detail=f"invalid fill report: {_describe(error)}",
+                    fill=None,
+                )
+            )
+    return fills, findings
+
+
+def check_fills(
+    venue: str, venue_fills: Sequence[Fill], booked_trade_ids: Collection[str]
+) -> tuple[list[Fill], list[FillFinding]]:
+    """The venue's fills once per trade id (first report wins), and what is odd about them.
+
+    Venues re-send fills; a trade counts once, but a re-send with different content means one
+    of the reports is wrong, and a person should know which trade.
+    """
+    first: dict[str, Fill] = {}
+    findings: list[FillFinding] = []
+    for fill in venue_fills:
+        kept = first.get(fill.trade_id)
+        if kept is None:
+            first[fill.trade_id] = fill
+        else:
+            findings.append(_duplicate_fill(venue, kept, fill))
+    unique = list(first.values())
+    findings += [_unbooked_fill(venue, f) for f in unique if f.trade_id not in booked_trade_ids]
+    return unique, findings
+
+
+def _duplicate_fill(venue: str, kept: Fill, repeat: Fill) -> FillFinding:
+    differences = _differences(Fill.model_fields, kept, repeat, "first", "repeat")
+    detail = (
+        f"trade_id reported again with different content: {'; '.join(differences)}"
+        if differences
+        else "trade_id reported again with identical content"
+    )
+    return FillFinding(
+        trade_id=repeat.trade_id, venue=venue, kind="duplicate", detail=detail, fill=repeat
+    )
+
+
+def _unbooked_fill(venue: str, fill: Fill) -> FillFinding:
+    detail = (
+        f"{fill.side} {fill.qty} {fill.symbol} @ {fill.price} for {fill.client_order_id} "
+        "not in the DR book; DR books it on activation"
+    )
+    return FillFinding(
+        trade_id=fill.trade_id, venue=venue, kind="unbooked", detail=detail, fill=fill
+    )
+
+
+# --- positions ------------------------------------------------------------------------------
+
+
+def recompute_positions(base: Mapping[str, int], fills: Iterable[Fill]) -> dict[str, int]:
+    """Net positions from a base plus fills; flat symbols are dropped, as the book drops them."""
+    positions = dict(base)
+    for fill in fills:
+        positions[fill.symbol] = positions.get(fill.symbol, 0) + fill.signed_qty
+    return {symbol: qty for symbol, qty in sorted(positions.items()) if qty != 0}
+
+
+def compare_positions(
+    book: Mapping[str, int], recomputed: Mapping[str, int], prices: Mapping[str, Decimal]
+) -> list[PositionDiscrepancy]:
+    discrepancies: list[PositionDiscrepancy] = []
+    for symbol in sorted(book.keys() | recomputed.keys()):
+        book_qty, recomputed_qty = book.get(symbol, 0), recomputed.get(symbol, 0)
+        if book_qty == recomputed_qty:
+            continue
+        difference = recomputed_qty - book_qty
+        price = prices.get(symbol)
+        discrepancies.append(
+            PositionDiscrepancy(
+                symbol=symbol,
+                book_qty=book_qty,
+                recomputed_qty=recomputed_qty,
+                difference=difference,
+                notional=abs(difference) * price if price is not None else Decimal(0),
+                inferred_price=price is None,
+            )
+        )
+    return discrepancies
+
+
+def last_prices(fills: Iterable[Fill]) -> dict[str, Decimal]:
+    """The latest traded price per symbol: the best mark available inside a workflow."""
+    latest: dict[str, Fill] = {}
+    for fill in fills:
+        known = latest.get(fill.symbol)
+        if known is None or (fill.ts, fill.venue_seq) > (known.ts, known.venue_seq):
+            latest[fill.symbol] = fill
+    return {symbol: fill.price for symbol, fill in sorted(latest.items())}
+
+
+# --- shared ---------------------------------------------------------------------------------
+
+
+def _differences(
+    fields: Iterable[str], left: BaseModel, right: BaseModel, left_name: str, right_name: str
+) -> list[str]:
+    return [
+        f"{field} {left_name} {getattr(left, field)} vs {right_name} {getattr(right, field)}"
+        for field in fields
+        if getattr(left, field) != getattr(right, field)
+    ]
+
+
+def _with_reporting_venue(venue: str, report: object) -> object:
+    # A venue does not always name itself in its own reports. Anything but an object is passed
+    # through for pydantic to reject with its own message.
+    if not isinstance(report, Mapping):
+        return report
+    return {"venue": venue, **report}
+
+
+def _with_venue_seq(report: object) -> object:
+    if isinstance(report, Mapping) and "venue_seq" not in report and "seq" in report:
+        return {**report, "venue_seq": report["seq"]}
+    return report
+
+
+def _reported_text(report: object, key: str) -> str:
+    value = report.get(key) if isinstance(report, Mapping) else None
+    if isinstance(value, str | int) and str(value):
+        return str(value)
+    return _UNKNOWN
+
+
+def _describe(error: ValidationError) -> str:
+    """Each problem as ``field: message``, so the detail names what the venue got wrong."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'report'}: {problem['msg']}"
+        for problem in error.errors()
+    )

@@ -1,0 +1,294 @@
+"""`drctl failover | approve | decide | resolve | status`: operating the promotion runbook."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from domain.promotion import (
+    PROMOTION_WORKFLOW,
+    Approval,
+    Decision,
+    DrOutcome,
+    PromotionProgress,
+    PromotionReport,
+    PromotionRequest,
+    Resolution,
+    promotion_workflow_id,
+    region_task_queue,
+)
+from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
+from domain.topology import describe_validation_error as describe
+from lab.stack import load_secrets_into_environ
+
+T = TypeVar("T")
+
+
+class CommandError(RuntimeError):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    failover = sub.add_parser("failover", help="promote a system's DR region")
+    failover.add_argument("--system", required=True)
+    failover.add_argument("--planned", action="store_true", help="graceful, needs approval")
+    failover.add_argument("--reason", default="")
+    failover.add_argument("--as", dest="identity", default=None, help="who asks (default: $USER)")
+    failover.add_argument("--wait", action="store_true", help="wait for the report")
+    failover.add_argument("--json", action="store_true")
+    failover.set_defaults(run=lambda a: _run(_failover(a)))
+
+    approve = sub.add_parser("approve", help="approve a planned promotion (a second operator)")
+    approve.add_argument("workflow_id")
+    approve.add_argument("--as", dest="identity", required=True)
+    approve.add_argument("--comment", default="")
+    approve.set_defaults(run=lambda a: _run(_approve(a)))
+
+    decide = sub.add_parser("decide", help="accept or abort at the discrepancy gate")
+    decide.add_argument("workflow_id")
+    decide.add_argument("action", choices=["accept", "abort"])
+    decide.add_argument("--as", dest="identity", required=True)
+    decide.add_argument("--comment", default="")
+    decide.set_defaults(run=lambda a: _run(_decide(a)))
+
+    resolve = sub.add_parser("resolve", help="retry or abort a step that failed for good")
+    resolve.add_argument("workflow_id")
+    resolve.add_argument("action", choices=["retry", "abort"])
+    resolve.add_argument("--as", dest="identity", required=True)
+    resolve.add_argument("--comment", default="")
+    resolve.set_defaults(run=lambda a: _run(_resolve(a)))
+
+    status = sub.add_parser("status", help="where each system's promotion stands")
+    status.add_argument("--system", default=None)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=lambda a: _run(_status(a)))
+
+
+def _run(coro: Awaitable[int]) -> int:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def topology_of(args: argparse.Namespace) -> Topology:
+    path = args.config or Path(os.environ.get("DRCTL_CONFIG", DEFAULT_TOPOLOGY_PATH))
+    topology = load_topology(path)
+    # The lab keeps its generated credentials beside its topology.
+    load_secrets_into_environ(path.parent)
+    return topology
+
+
+async def connect(topology: Topology) -> Client:
+    api_key = (
+        os.environ.get(topology.temporal.api_key_env) if topology.temporal.api_key_env else None
+    )
+    try:
+        return await Client.connect(
+            topology.temporal.address,
+            namespace=topology.temporal.namespace,
+            data_converter=pydantic_data_converter,
+            api_key=api_key,
+        )
+    except RuntimeError as exc:
+        raise CommandError(
+            f"cannot reach Temporal at {topology.temporal.address} ({exc}); is it running? "
+            "(for the lab: drctl lab up)"
+        ) from None
+
+
+def _identity(args: argparse.Namespace) -> str:
+    return str(args.identity or os.environ.get("DRCTL_OPERATOR") or getpass.getuser())
+
+
+def ui_link(topology: Topology, workflow_id: str, run_id: str | None = None) -> str:
+    base = str(topology.temporal.ui_url).rstrip("/")
+    path = f"{base}/namespaces/{topology.temporal.namespace}/workflows/{workflow_id}"
+    return f"{path}/{run_id}" if run_id else path
+
+
+async def _failover(args: argparse.Namespace) -> int:
+    topology = topology_of(args)
+    try:
+        system = topology.system(args.system)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    try:
+        request = PromotionRequest(
+            system=system.name,
+            requested_by=_identity(args),
+            planned=args.planned,
+            reason=args.reason,
+        )
+    except ValidationError as exc:
+        raise CommandError(f"invalid request: {describe(exc)}") from None
+    client = await connect(topology)
+    workflow_id = promotion_workflow_id(system.name)
+    try:
+        handle: WorkflowHandle[Any, PromotionReport] = await client.start_workflow(
+            PROMOTION_WORKFLOW,
+            request,
+            id=workflow_id,
+            task_queue=region_task_queue(system.dr_region),
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=_search_attributes(request),
+            result_type=PromotionReport,
+        )
+    except WorkflowAlreadyStartedError:
+        running = await client.get_workflow_handle(workflow_id).describe()
+        raise CommandError(
+            f"a promotion of {system.name} is already in progress: workflow {workflow_id} "
+            f"(run {running.run_id}); follow it with `drctl status --system {system.name}` or "
+            f"{ui_link(topology, workflow_id, running.run_id)}"
+        ) from None
+    link = ui_link(topology, workflow_id, handle.result_run_id)
+    if not args.wait:
+        print(f"started {workflow_id}: {link}")
+        if args.planned:
+            print(f"waiting for approval: drctl approve {workflow_id} --as <second operator>")
+        return 0
+    try:
+        report = await handle.result()
+    except WorkflowFailureError as exc:
+        raise CommandError(f"{workflow_id} failed: {exc.cause or exc}") from None
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print("\n".join(report.summary_lines()))
+        print(f"history: {link}")
+    return 0 if report.outcome is DrOutcome.PROMOTED else 1
+
+
+def _search_attributes(request: PromotionRequest) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SearchAttributeKey.for_keyword("DrSystem"), request.system),
+            SearchAttributePair(SearchAttributeKey.for_keyword("DrKind"), request.dr_kind.value),
+            SearchAttributePair(
+                SearchAttributeKey.for_keyword("DrOutcome"), DrOutcome.RUNNING.value
+            ),
+        ]
+    )
+
+
+async def _update(args: argparse.Namespace, update: str, payload: BaseModel) -> int:
+    client = await connect(topology_of(args))
+    handle = client.get_workflow_handle(args.workflow_id)
+    try:
+        result = await handle.execute_update(update, payload, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise CommandError(f"{update} refused: {getattr(cause, 'message', cause)}") from None
+    except RPCError as exc:
+        raise CommandError(f"{update} failed for {args.workflow_id}: {exc.message}") from None
+    print(result)
+    return 0
+
+
+async def _approve(args: argparse.Namespace) -> int:
+    return await _update(
+        args, "approve", _model(Approval, approver=args.identity, comment=args.comment)
+    )
+
+
+async def _decide(args: argparse.Namespace) -> int:
+    decision = _model(Decision, action=args.action, by=args.identity, comment=args.comment)
+    return await _update(args, "decide", decision)
+
+
+async def _resolve(args: argparse.Namespace) -> int:
+    resolution = _model(Resolution, action=args.action, by=args.identity, comment=args.comment)
+    return await _update(args, "resolve", resolution)
+
+
+def _model(model: type[BaseModel], **fields: Any) -> BaseModel:
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise CommandError(f"invalid {model.__name__.lower()}: {describe(exc)}") from None
+
+
+async def _status(args: argparse.Namespace) -> int:
+    topology = topology_of(args)
+    systems = [topology.system(args.system)] if args.system else topology.systems
+    client = await connect(topology)
+    rows: list[dict[str, Any]] = []
+    for system in systems:
+        rows.append(await _system_status(client, topology, system.name))
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        if row["state"] == "never":
+            print(f"{row['system']}: no promotion has run")
+            continue
+        print(f"{row['system']}: {row['workflow_id']} {row['state']} outcome {row['outcome']}")
+        if row.get("waiting_for"):
+            print(f"  waiting for {row['waiting_for']}")
+        for step in row.get("steps", []):
+            took = f"{step['duration_s']:.3f} s" if step.get("duration_s") is not None else "..."
+            print(f"  {step['name']:<26} {step['status']:<9} {took:>10}  {step['detail']}")
+        print(f"  {row['ui']}")
+    return 0
+
+
+async def _system_status(client: Client, topology: Topology, system: str) -> dict[str, Any]:
+    workflow_id = promotion_workflow_id(system)
+    handle = client.get_workflow_handle(workflow_id, result_type=PromotionReport)
+    try:
+        description = await handle.describe()
+    except RPCError:
+        return {"system": system, "state": "never"}
+    row: dict[str, Any] = {
+        "system": system,
+        "workflow_id": workflow_id,
+        "run_id": description.run_id,
+        "state": description.status.name.lower() if description.status else "unknown",
+        "ui": ui_link(topology, workflow_id, description.run_id),
+    }
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        try:
+            progress = await handle.query("progress", result_type=PromotionProgress)
+        except RPCError as exc:
+            # A workflow task that keeps failing cannot answer queries; say so instead.
+            row |= {"outcome": "running", "waiting_for": f"(no progress: {exc.message})"}
+            steps = []
+        else:
+            row |= {"outcome": progress.outcome.value, "waiting_for": progress.waiting_for}
+            steps = progress.steps
+    elif description.status == WorkflowExecutionStatus.COMPLETED:
+        report = await handle.result()
+        row |= {"outcome": report.outcome.value, "detail": report.outcome_detail}
+        steps = report.steps
+    else:
+        row["outcome"] = "-"
+        steps = []
+    row["steps"] = [
+        {"name": s.name, "status": s.status, "duration_s": s.duration_s, "detail": s.detail}
+        for s in steps
+    ]
+    return row
+
+
+ERRORS = (CommandError, TopologyError)

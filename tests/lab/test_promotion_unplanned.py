@@ -1,0 +1,245 @@
+"""The primary region dies mid-session: an unplanned promotion on the real lab.
+
+Before the kill, two "ghost" orders reach two venues without ever being replicated (the primary's
+last-second orders); after the kill, one fill lands on a replicated order during the cutover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from activities.lease import open_lease_store
+from domain.book import BookSnapshot, Fill, Side
+from domain.promotion import PromotionReport
+from domain.reconciliation import DiscrepancyKind, recompute_positions
+from domain.topology import load_topology
+from lab.processes import wait_until
+from lab.stack import LabPaths, read_secrets
+from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV, VENUES
+from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, start_lab, venue_call
+
+GHOST_VENUES = ("alpha", "gamma")
+
+
+class Scenario:
+    def __init__(self, lab: LabRun) -> None:
+        self.lab = lab
+        self.ghosts: dict[str, str] = {}
+        self.cutover_fill_order: str = ""
+        self.report: PromotionReport | None = None
+        self.counters_before: dict[str, dict[str, int]] = {}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    lab = start_lab(tmp_path_factory.mktemp("lab"))
+    try:
+        yield run_incident(lab)
+    finally:
+        lab.drctl("down")
+
+
+def run_incident(lab: LabRun) -> Scenario:
+    scenario = Scenario(lab)
+    # Let the primary build a book that DR mirrors.
+    assert wait_until(lambda: len(lab.get("oms-primary", "/book")["open_orders"]) >= 6, 60)
+    for venue in GHOST_VENUES:
+        cid = f"E1-ghost-{uuid.uuid4().hex[:10]}"
+        venue_call(
+            lab, venue, "POST", "/admin/orders",
+            json={"client_order_id": cid, "epoch": 1, "symbol": "MSFT", "side": "buy",
+                  "qty": 7, "price": "101.50", "auto_fill": False},
+        )  # fmt: skip
+        scenario.ghosts[venue] = cid
+    assert lab.drctl("chaos", "kill", "primary").returncode == 0
+    # One fill lands during the cutover on an order DR knows about.
+    dr_book = BookSnapshot.model_validate(lab.get("oms-dr", "/book"))
+    replicated = next(o for o in dr_book.open_orders if o.remaining_qty >= 2)
+    venue_call(
+        lab, replicated.venue, "POST", "/admin/fills",
+        json={"client_order_id": replicated.client_order_id, "qty": 1},
+    )  # fmt: skip
+    scenario.cutover_fill_order = replicated.client_order_id
+    scenario.counters_before = {v: venue_call(lab, v, "GET", "/admin/counters") for v in VENUES}
+    result = drctl_runbook(lab, "failover", "--system", "lab", "--wait", "--json", "--as", "oncall")
+    assert result.returncode == 0, result.stderr + result.stdout
+    scenario.report = PromotionReport.model_validate_json(result.stdout)
+    return scenario
+
+
+def report_of(scenario: Scenario) -> PromotionReport:
+    assert scenario.report is not None
+    return scenario.report
+
+
+def test_the_promotion_completes_with_the_epoch_incremented_exactly_once(
+    scenario: Scenario,
+) -> None:
+    report = report_of(scenario)
+    assert report.outcome.value == "promoted", report.outcome_detail
+    assert (report.previous_epoch, report.epoch) == (1, 2)
+
+    async def lease_epoch() -> tuple[int, str]:
+        topology = load_topology(scenario.lab.root / "topology.toml")
+        store = await open_lease_store(topology.lease)
+        try:
+            lease = await store.read("lab")
+        finally:
+            await store.close()
+        assert lease is not None
+        return lease.epoch, lease.region
+
+    assert asyncio.run(lease_epoch()) == (2, "dr")
+    confirmation = report.confirmation
+    assert confirmation is not None and confirmation.down
+    assert [s.name for s in report.steps if s.status == "completed"][:3] == [
+        "plan", "confirm_primary_down", "acquire_lease",
+    ]  # fmt: skip
+
+
+def test_the_ghost_orders_are_cancelled_and_confirmed_gone(scenario: Scenario) -> None:
+    report = report_of(scenario)
+    for venue, ghost in scenario.ghosts.items():
+        recovery = next(v for v in report.venues if v.venue == venue)
+        kinds = {f.client_order_id: f.kind for f in recovery.findings}
+        assert kinds[ghost] is DiscrepancyKind.GHOST
+        assert ghost in recovery.cancelled and not recovery.still_open_after_cancel
+        open_ids = {
+            o["client_order_id"]
+            for o in venue_call(scenario.lab, venue, "GET", "/orders/open")["orders"]
+        }
+        assert ghost not in open_ids
+        counters = venue_call(scenario.lab, venue, "GET", "/admin/counters")
+        before = scenario.counters_before[venue]["state_changing_cancels"]
+        assert counters["state_changing_cancels"] - before >= 1
+    # The kill can also land between a venue's ack and the replication publish: such an order
+    # is a real ghost too. Whatever was cancelled must be unknown to DR, never one of its own.
+    for recovery in report.venues:
+        kinds = {f.client_order_id: f.kind for f in recovery.findings}
+        for cancelled in recovery.cancelled:
+            assert kinds[cancelled] in (DiscrepancyKind.GHOST, DiscrepancyKind.OLD_EPOCH)
+
+
+def test_dr_positions_equal_positions_recomputed_from_venue_fills(scenario: Scenario) -> None:
+    lab = scenario.lab
+    compared: list[tuple[dict[str, int], dict[str, int]]] = []
+
+    def consistent() -> bool:
+        book = BookSnapshot.model_validate(lab.get("oms-dr", "/book"))
+        fills = [_fill(v, raw) for v in VENUES for raw in _all_fills(lab, v)]
+        last = {v: max((f.venue_seq for f in fills if f.venue == v), default=0) for v in VENUES}
+        if any(book.venue_fill_seq.get(v, 0) != last[v] for v in VENUES):
+            return False  # DR has not booked the newest fills yet: look again
+        compared.append((book.positions, recompute_positions({}, fills)))
+        return True
+
+    assert wait_until(consistent, 30, poll_s=0.3)
+    book_positions, recomputed = compared[-1]
+    assert book_positions == recomputed
+    assert report_of(scenario).position_discrepancies == []
+
+
+def test_dns_points_at_dr(scenario: Scenario) -> None:
+    secrets = read_secrets(LabPaths(scenario.lab.root))
+    client = boto3.client(
+        "route53",
+        endpoint_url=scenario.lab.url("route53"),
+        region_name="us-east-1",
+        aws_access_key_id=secrets[AWS_KEY_ENV],
+        aws_secret_access_key=secrets[AWS_SECRET_ENV],
+    )
+    zone_id = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
+    records = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    weights = {r["SetIdentifier"]: r["Weight"] for r in records if r["Name"] == "oms.lab.example."}
+    assert weights == {"primary": 0, "dr": 100}
+    assert report_of(scenario).dns_changed is True
+    update = next(s for s in report_of(scenario).steps if s.name == "update_dns")
+    assert update.status == "completed"  # the activity returns only once the change is INSYNC
+
+
+def test_one_final_alert_carries_the_report(scenario: Scenario) -> None:
+    result = scenario.lab.drctl("alerts", "--json")
+    assert result.returncode == 0, result.stderr
+    alerts = [a["alert"] for a in json.loads(result.stdout)["alerts"]]
+    final = [a for a in alerts if a["kind"] == "promotion_completed"]
+    assert len(final) == 1
+    assert final[0]["details"]["workflow_id"] == "dr-promotion/lab"
+    assert final[0]["details"]["epoch"] == 2
+    assert [a["kind"] for a in alerts] == ["promotion_started", "promotion_completed"]
+
+
+def test_dr_trading_is_released_at_the_new_epoch(scenario: Scenario) -> None:
+    health = scenario.lab.get("oms-dr", "/health")
+    assert (health["role"], health["trading_state"], health["epoch"]) == ("active", "trading", 2)
+
+
+def test_the_venue_cooldown_is_waited_out_without_a_request_storm(scenario: Scenario) -> None:
+    report = report_of(scenario)
+    # The killed primary never logged out, so every venue imposed its 3 s cooldown once.
+    assert all(v.waited_for_cooldown for v in report.venues)
+    for venue in VENUES:
+        before = scenario.counters_before[venue]
+        after = venue_call(scenario.lab, venue, "GET", "/admin/counters")
+        refused = after["connects_refused_cooldown"] - before["connects_refused_cooldown"]
+        attempts = after["connect_attempts"] - before["connect_attempts"]
+        assert refused == 1
+        # One refused, one granted recovery session, and at most one for the released DR OMS.
+        assert attempts <= 3
+
+
+def test_the_restarted_primary_does_not_trade_and_its_old_epoch_is_rejected(
+    scenario: Scenario,
+) -> None:
+    lab = scenario.lab
+    assert lab.drctl("chaos", "heal", "primary").returncode == 0
+    health = lab.get("oms-primary", "/health")
+    assert health["trading_state"] == "fenced"
+    assert "lease held by region 'dr' at epoch 2" in health["fenced_reason"]
+    forced = _post(lab, "oms-primary", "/admin/force-order", {"venue": "beta"})
+    assert forced["accepted"] is False
+    assert "stale" in forced["detail"] and forced["epoch"] == 1
+    counters = venue_call(lab, "beta", "GET", "/admin/counters")
+    assert counters["stale_epoch_rejections"] >= 1
+
+
+def test_the_recorded_histories_replay_deterministically(scenario: Scenario) -> None:
+    ids = ["dr-promotion/lab"] + [f"dr-promotion/lab/venue/{v}/epoch-2/try-1" for v in VENUES]
+    replayed = asyncio.run(replay_and_record(scenario.lab.root / "topology.toml", ids, "unplanned"))
+    assert replayed == 4
+
+
+def _all_fills(lab: LabRun, venue: str) -> list[dict[str, Any]]:
+    fills: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"since_seq": 0, "limit": 5000}
+        if cursor:
+            params["cursor"] = cursor
+        page = venue_call(lab, venue, "GET", "/fills", params=params)
+        fills += page["fills"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return fills
+
+
+def _fill(venue: str, raw: dict[str, Any]) -> Fill:
+    return Fill(
+        trade_id=raw["trade_id"], venue=venue, venue_seq=raw["seq"],
+        client_order_id=raw["client_order_id"], epoch=raw["epoch"], symbol=raw["symbol"],
+        side=Side(raw["side"]), qty=raw["qty"], price=raw["price"], ts=raw["ts"],
+    )  # fmt: skip
+
+
+def _post(lab: LabRun, component: str, path: str, body: dict[str, Any]) -> Any:
+    import httpx
+
+    response = httpx.post(lab.url(component) + path, json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()

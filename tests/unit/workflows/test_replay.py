@@ -1,0 +1,45 @@
+"""Recorded histories of real lab runs replay against today's workflow code.
+
+A change that makes a recorded run take a different path fails here, before it can break
+promotions that are in flight during a deployment. Re-record with DRCTL_RECORD_HISTORIES (see
+tests/lab/conftest.py) only when a change is meant to be incompatible, and version it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.promotion import PromotionWorkflow
+from workflows.venue_recovery import VenueRecoveryWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_of_both_workflows_are_recorded() -> None:
+    names = [p.name for p in HISTORIES]
+    assert "unplanned--dr-promotion%2Flab.json" in names
+    assert "planned--dr-promotion%2Flab.json" in names
+    assert sum("%2Fvenue%2F" in n for n in names) >= 4
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_a_recorded_history_replays(path: Path) -> None:
+    history = load_history(path)
+    replayer = Replayer(
+        workflows=[PromotionWorkflow, VenueRecoveryWorkflow],
+        data_converter=pydantic_data_converter,
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+
+
+def load_history(path: Path) -> WorkflowHistory:
+    # The file name carries the workflow id: child ids derive from it, so it must be exact.
+    workflow_id = unquote(path.stem.split("--", 1)[1])
+    return WorkflowHistory.from_json(workflow_id, path.read_text())

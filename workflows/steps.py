@@ -1,0 +1,94 @@
+"""Step bookkeeping shared by the runbooks: every step's start, end, attempts and outcome.
+
+The records are built from workflow time only, so they are deterministic and replay exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.promotion import StepRecord
+    from domain.topology import describe_validation_error
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+INVALID_INPUT = "InvalidInput"
+
+
+def parse_input(model: type[M], raw: Any) -> M:
+    """Validate a workflow's input; a bad one fails the run at once with every field named."""
+    if isinstance(raw, model):
+        return raw
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"invalid {model.__name__}: {describe_validation_error(exc)}",
+            type=INVALID_INPUT,
+            non_retryable=True,
+        ) from None
+
+
+class StepLog:
+    def __init__(self) -> None:
+        self.records: list[StepRecord] = []
+
+    @property
+    def current(self) -> StepRecord | None:
+        running = [r for r in self.records if r.status == "running"]
+        return running[-1] if running else None
+
+    def begin(self, name: str) -> StepRecord:
+        record = StepRecord(name=name, started_at=workflow.now())
+        self.records.append(record)
+        return record
+
+    def end(self, record: StepRecord, attempts: int, detail: str = "") -> None:
+        record.ended_at = workflow.now()
+        record.attempts = attempts
+        record.status = "completed"
+        record.detail = detail
+
+    def fail(self, record: StepRecord, detail: str) -> None:
+        record.ended_at = workflow.now()
+        record.status = "failed"
+        record.detail = detail
+
+    def skip(self, name: str, detail: str) -> None:
+        record = self.begin(name)
+        record.ended_at = record.started_at
+        record.status = "skipped"
+        record.detail = detail
+
+    async def run(self, name: str, action: Callable[[], Awaitable[T]], detail: str = "") -> T:
+        """Run one step that either completes or raises; attempts come from the result."""
+        record = self.begin(name)
+        try:
+            result = await action()
+        except BaseException as exc:
+            self.fail(record, failure_message(exc))
+            raise
+        self.end(record, attempts=int(getattr(result, "attempt", 1)), detail=detail)
+        return result
+
+    def get(self, name: str) -> StepRecord | None:
+        matching = [r for r in self.records if r.name == name and r.status == "completed"]
+        return matching[-1] if matching else None
+
+
+def failure_message(exc: BaseException) -> str:
+    """The innermost message of a Temporal failure chain: what the activity actually said."""
+    message = str(exc)
+    cause = exc.__cause__
+    while cause is not None:
+        if str(cause):
+            message = str(cause)
+        cause = cause.__cause__
+    return message

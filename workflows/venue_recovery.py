@@ -1,0 +1,178 @@
+"""VenueRecovery: bring one venue in line with the promoted DR book.
+
+Runs as a child of Promotion, one per venue, in parallel. Steps: a fresh session (waiting out the
+venue's reconnect cooldown), reconciliation of every open order and of the fills since the
+replication watermark minus a margin, cancels of ghosts and old-epoch orders, re-queries until
+they are gone, and a clean logout so the DR OMS logs on without a cooldown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.reconcile import ReconcileRequest, StillOpen, StillOpenRequest, VenueDiff
+    from activities.venues import CancelRequest, LogoutRequest, SessionRequest
+    from domain.promotion import (
+        VENUE_RECOVERY_WORKFLOW,
+        CancelOutcome,
+        VenueRecoveryReport,
+        VenueRecoveryRequest,
+        VenueSessionGrant,
+    )
+    from workflows.steps import StepLog, parse_input
+
+R = TypeVar("R")
+
+CONFIRM_ROUNDS = 3
+VENUE_CALL = timedelta(seconds=15)
+RECONCILE_CALL = timedelta(seconds=60)
+VENUE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=8,
+)
+# Cooldown refusals carry their own delay (next_retry_delay); allow enough of them to outlast
+# any sane cooldown, and bound the whole wait.
+SESSION_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=30,
+)
+SESSION_DEADLINE = timedelta(minutes=5)
+
+
+@workflow.defn(name=VENUE_RECOVERY_WORKFLOW)
+class VenueRecoveryWorkflow:
+    def __init__(self) -> None:
+        self._steps = StepLog()
+
+    @workflow.run
+    async def run(self, raw: dict[str, object]) -> VenueRecoveryReport:
+        request = parse_input(VenueRecoveryRequest, raw)
+        # Reading the venue needs no session, so reconciliation goes on while the logon (and
+        # any reconnect cooldown) is under way; nothing is cancelled before the session is ours.
+        session = asyncio.ensure_future(self._connect(request))
+        diff = await self._steps.run(
+            "reconcile_venue",
+            lambda: self._activity(
+                "reconcile_venue",
+                ReconcileRequest(
+                    venue=request.venue,
+                    member=request.member,
+                    dr_oms_url=request.dr_oms_url,
+                    fills_since=request.fills_since,
+                    new_epoch=request.new_epoch,
+                    takeover_at=request.takeover_at,
+                ),
+                VenueDiff,
+                timeout=RECONCILE_CALL,
+            ),
+        )
+        grant = await session
+        to_cancel = diff.to_cancel
+        still_open = await self._cancel_and_confirm(request, to_cancel, grant)
+        return VenueRecoveryReport(
+            venue=request.venue,
+            new_epoch=request.new_epoch,
+            waited_for_cooldown=grant.waited_for_cooldown,
+            matched=diff.matched,
+            findings=diff.findings,
+            fill_findings=diff.fill_findings,
+            cancelled=to_cancel,
+            still_open_after_cancel=still_open,
+            steps=self._steps.records,
+        )
+
+    async def _connect(self, request: VenueRecoveryRequest) -> VenueSessionGrant:
+        return await self._steps.run(
+            "connect_session",
+            lambda: workflow.execute_activity(
+                "connect_session",
+                SessionRequest(venue=request.venue, member=request.member),
+                result_type=VenueSessionGrant,
+                start_to_close_timeout=VENUE_CALL,
+                schedule_to_close_timeout=SESSION_DEADLINE,
+                retry_policy=SESSION_RETRY,
+            ),
+        )
+
+    async def _logout(self, request: VenueRecoveryRequest, grant: VenueSessionGrant) -> None:
+        await self._steps.run(
+            "logout_session",
+            lambda: self._activity(
+                "logout_session",
+                LogoutRequest(
+                    venue=request.venue, member=request.member, session_id=grant.session_id
+                ),
+                type(None),
+            ),
+        )
+
+    async def _cancel_and_confirm(
+        self, request: VenueRecoveryRequest, to_cancel: list[str], grant: VenueSessionGrant
+    ) -> list[str]:
+        """Cancel, then re-query until none of ``to_cancel`` is open; returns any that stay.
+
+        The session is logged out as soon as the first cancels are in, alongside the
+        confirming read: the clean logout is what lets the DR OMS log on without a cooldown.
+        A later round re-sends cancels through the venue's mass-cancel API, which needs no
+        session.
+        """
+        if not to_cancel:
+            self._steps.skip("cancel_orders", "nothing to cancel")
+            await self._logout(request, grant)
+            return []
+        logout: asyncio.Future[None] | None = None
+        still_open = to_cancel
+        for round_ in range(1, CONFIRM_ROUNDS + 1):
+            ids = still_open
+            await self._steps.run(
+                f"cancel_orders_{round_}",
+                lambda ids=ids: self._activity(  # type: ignore[misc]
+                    "cancel_orders",
+                    CancelRequest(venue=request.venue, member=request.member, client_order_ids=ids),
+                    CancelOutcome,
+                ),
+                detail=f"{len(ids)} order(s)",
+            )
+            if logout is None:
+                logout = asyncio.ensure_future(self._logout(request, grant))
+            confirmed = await self._steps.run(
+                f"confirm_cancelled_{round_}",
+                lambda ids=ids: self._activity(  # type: ignore[misc]
+                    "still_open",
+                    StillOpenRequest(
+                        venue=request.venue, member=request.member, client_order_ids=ids
+                    ),
+                    StillOpen,
+                ),
+            )
+            still_open = confirmed.client_order_ids
+            if not still_open:
+                break
+        if logout is not None:
+            await logout
+        return still_open
+
+    async def _activity(
+        self,
+        name: str,
+        arg: object,
+        result_type: type[R],
+        timeout: timedelta = VENUE_CALL,  # noqa: ASYNC109 - an activity timeout
+    ) -> R:
+        result: R = await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            retry_policy=VENUE_RETRY,
+        )
+        return result
