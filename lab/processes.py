@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,10 +40,22 @@ class ProcessSpec(BaseModel):
     secret_env: list[str] = Field(default_factory=list)
 
 
+# Below the kernel's ephemeral range (32768+ on Linux): a port the kernel hands out to outgoing
+# connections could be taken by one between our pick and the service's bind.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port that is free now, never handed out before by this process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port in _handed_out or port_in_use(port, host):
+            continue
+        _handed_out.add(port)
+        return port
+    raise LabError(f"no free port found in {_PORT_RANGE[0]}-{_PORT_RANGE[1]} on {host}")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
