@@ -13,14 +13,18 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The primary region dies at 10:02: kill it, fail over, and show what happened. The lab stays
-# up afterwards so the run can be explored in the Temporal UI; `make down` stops it.
+# The primary region dies at 10:02: the health monitor sees it from a quorum of vantage points
+# and starts the promotion by itself. The lab stays up afterwards so the run can be explored
+# in the Temporal UI; `make down` stops it.
 demo: $(STAMP)
 	$(BIN)/drctl lab down >/dev/null
 	$(BIN)/drctl lab up --detach
 	$(BIN)/drctl lab status --wait 30
+	$(BIN)/drctl monitor start --system lab
+	$(BIN)/drctl monitor status --system lab
 	$(BIN)/drctl lab chaos kill primary
-	$(BIN)/drctl failover --system lab --wait --as demo --reason "make demo: primary killed"
+	$(BIN)/drctl status --system lab --wait 120
+	$(BIN)/drctl monitor status --system lab
 	$(BIN)/drctl lab alerts
 
 down:

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities.oms import BookRequest, OmsActivities
 from activities.venue_client import VenueClient, VenueError
 from domain.book import BookSnapshot, Fill, Side
+from domain.monitoring import MonitorPlan, VantagePlan
 from domain.promotion import PositionCheck, PromotionPlan
 from domain.reconciliation import (
     check_fills,
@@ -26,6 +27,8 @@ from domain.reconciliation import (
 )
 from domain.topology import Topology
 
+# A healthy watch reports back once per lifetime: the monitor's whole cost while nothing happens.
+WATCH_LIFETIME_S = 600.0
 POSITION_ROUNDS = 5
 POSITION_ROUND_PAUSE_S = 0.2
 
@@ -33,6 +36,10 @@ POSITION_ROUND_PAUSE_S = 0.2
 class PlanRequest(BaseModel):
     system: str
     to_region: str | None = None
+
+
+class MonitorPlanRequest(BaseModel):
+    system: str
 
 
 class PositionsRequest(BaseModel):
@@ -84,6 +91,45 @@ class PlanActivities:
             lease_ttl_s=topology.lease.ttl_s,
             ui_url=str(topology.temporal.ui_url),
             dns_active="dr" if to_region == system.dr_region else "primary",
+        )
+
+    @activity.defn(name="load_monitor_plan")
+    async def load_monitor_plan(self, request: MonitorPlanRequest) -> MonitorPlan:
+        try:
+            system = self._topology.system(request.system)
+        except KeyError as exc:
+            raise ApplicationError(str(exc.args[0]), non_retryable=True) from None
+        vantages = self._topology.vantage_points
+        if not vantages:
+            raise ApplicationError(
+                "the topology has no [[vantage_points]]: a monitor needs at least one place "
+                "to probe from (three give a quorum that survives one bad network)",
+                non_retryable=True,
+            )
+        health = self._topology.health
+        return MonitorPlan(
+            system=system.name,
+            primary_region=system.primary_region,
+            dr_region=system.dr_region,
+            oms_urls={
+                system.primary_region: str(system.primary_oms_url),
+                system.dr_region: str(system.dr_oms_url),
+            },
+            vantages=[
+                VantagePlan(
+                    name=v.name,
+                    task_queue=v.task_queue,
+                    http_proxy=str(v.http_proxy) if v.http_proxy else None,
+                )
+                for v in vantages
+            ],
+            interval_s=health.interval_s,
+            latency_threshold_ms=health.latency_threshold_ms,
+            freshness_threshold_s=health.freshness_threshold_s,
+            confirmation_count=health.confirmation_count,
+            recovery_count=health.recovery_count,
+            cooldown_s=health.cooldown_s,
+            watch_lifetime_s=WATCH_LIFETIME_S,
         )
 
     @activity.defn(name="verify_positions")

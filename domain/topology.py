@@ -149,10 +149,15 @@ class VenueConfig(_Model):
 
 
 class VantagePoint(_Model):
-    """A place probes run from. Its worker polls the task queue ``vantage-<name>``."""
+    """A place probes run from. Its worker polls the task queue ``vantage-<name>``.
+
+    ``http_proxy`` routes its probes through a proxy: its own network path (the lab gives each
+    vantage point one, so partitioning a vantage point is a real network fault).
+    """
 
     name: Name
     region: Name
+    http_proxy: AnyHttpUrl | None = None
 
     @property
     def task_queue(self) -> str:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from domain.topology import TopologyError
-from drctl import lab_commands, runbook_commands
+from drctl import lab_commands, monitor_commands, runbook_commands
 from drctl.runbook_commands import CommandError
 from lab.processes import LabError
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     runbook_commands.add_parsers(sub)
+    monitor_commands.add_parser(sub)
     lab_commands.add_parser(sub)
     return parser
 

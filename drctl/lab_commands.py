@@ -57,8 +57,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     lab_alerts.add_parser(cmds)
 
     chaos = cmds.add_parser("chaos", help="inject a real fault into one component, or heal it")
-    chaos.add_argument("action", choices=["kill", "hang", "slow", "heal", "stale", "dup-seq"])
-    chaos.add_argument("target", help="primary | dr | nats | venue NAME | md NAME")
+    chaos.add_argument(
+        "action", choices=["kill", "hang", "slow", "heal", "stale", "dup-seq", "partition"]
+    )
+    chaos.add_argument("target", help="primary | dr | nats | venue NAME | md NAME | vantage NAME")
     chaos.add_argument("name", nargs="?", default=None)
     chaos.add_argument("--ms", type=int, default=500, help="added latency for `slow`")
     chaos.set_defaults(run=_chaos)

@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,35 +61,42 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     failover.add_argument("--as", dest="identity", default=None, help="who asks (default: $USER)")
     failover.add_argument("--wait", action="store_true", help="wait for the report")
     failover.add_argument("--json", action="store_true")
-    failover.set_defaults(run=lambda a: _run(_failover(a)))
+    failover.set_defaults(run=lambda a: run_async(_failover(a)))
 
     approve = sub.add_parser("approve", help="approve a planned promotion (a second operator)")
     approve.add_argument("workflow_id")
     approve.add_argument("--as", dest="identity", required=True)
     approve.add_argument("--comment", default="")
-    approve.set_defaults(run=lambda a: _run(_approve(a)))
+    approve.set_defaults(run=lambda a: run_async(_approve(a)))
 
     decide = sub.add_parser("decide", help="accept or abort at the discrepancy gate")
     decide.add_argument("workflow_id")
     decide.add_argument("action", choices=["accept", "abort"])
     decide.add_argument("--as", dest="identity", required=True)
     decide.add_argument("--comment", default="")
-    decide.set_defaults(run=lambda a: _run(_decide(a)))
+    decide.set_defaults(run=lambda a: run_async(_decide(a)))
 
     resolve = sub.add_parser("resolve", help="retry or abort a step that failed for good")
     resolve.add_argument("workflow_id")
     resolve.add_argument("action", choices=["retry", "abort"])
     resolve.add_argument("--as", dest="identity", required=True)
     resolve.add_argument("--comment", default="")
-    resolve.set_defaults(run=lambda a: _run(_resolve(a)))
+    resolve.set_defaults(run=lambda a: run_async(_resolve(a)))
 
     status = sub.add_parser("status", help="where each system's promotion stands")
     status.add_argument("--system", default=None)
     status.add_argument("--json", action="store_true")
-    status.set_defaults(run=lambda a: _run(_status(a)))
+    status.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a promotion started from now on to finish, then report it",
+    )
+    status.set_defaults(run=lambda a: run_async(_status(a)))
 
 
-def _run(coro: Awaitable[int]) -> int:
+def run_async(coro: Awaitable[int]) -> int:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
@@ -233,6 +241,8 @@ async def _status(args: argparse.Namespace) -> int:
     topology = topology_of(args)
     systems = [topology.system(args.system)] if args.system else topology.systems
     client = await connect(topology)
+    if args.wait:
+        return await _wait_for_promotion(client, topology, systems[0].name, args.wait)
     rows: list[dict[str, Any]] = []
     for system in systems:
         rows.append(await _system_status(client, topology, system.name))
@@ -253,6 +263,31 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _wait_for_promotion(
+    client: Client, topology: Topology, system: str, timeout_s: float
+) -> int:
+    """Block until a promotion that starts after this call finishes; print its report."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    handle = client.get_workflow_handle(promotion_workflow_id(system), result_type=PromotionReport)
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            description = await handle.describe()
+        except RPCError:
+            description = None
+        if description is not None and description.start_time >= since:
+            print(f"promotion started by {description.id} at {description.start_time:%H:%M:%S}")
+            report = await asyncio.wait_for(
+                client.get_workflow_handle(description.id, result_type=PromotionReport).result(),
+                max(deadline - asyncio.get_running_loop().time(), 1),
+            )
+            print("\n".join(report.summary_lines()))
+            print(f"history: {report.ui_url}")
+            return 0 if report.outcome is DrOutcome.PROMOTED else 1
+        await asyncio.sleep(0.25)
+    raise CommandError(f"no promotion of {system} finished within {timeout_s:g} s")
+
+
 async def _system_status(client: Client, topology: Topology, system: str) -> dict[str, Any]:
     workflow_id = promotion_workflow_id(system)
     handle = client.get_workflow_handle(workflow_id, result_type=PromotionReport)
@@ -265,6 +300,7 @@ async def _system_status(client: Client, topology: Topology, system: str) -> dic
         "workflow_id": workflow_id,
         "run_id": description.run_id,
         "state": description.status.name.lower() if description.status else "unknown",
+        "started_at": description.start_time.isoformat(),
         "ui": ui_link(topology, workflow_id, description.run_id),
     }
     if description.status == WorkflowExecutionStatus.RUNNING:

@@ -27,6 +27,7 @@ from lab.topology_gen import (
     AWS_SECRET_ENV,
     MD_SOURCES,
     SYSTEM,
+    VANTAGES,
     VENUES,
     LabPorts,
     lab_secrets,
@@ -41,7 +42,7 @@ READY_TIMEOUT_S = 60.0
 class Component(BaseModel):
     spec: ProcessSpec
     pid: int
-    kind: Literal["temporal", "nats", "route53", "oms", "venue", "md", "worker", "alerts"]
+    kind: Literal["temporal", "nats", "route53", "oms", "venue", "md", "worker", "alerts", "proxy"]
 
 
 class LabState(BaseModel):
@@ -187,6 +188,18 @@ def build_specs(
                 log_path=logs / f"{source}.log",
             ),
         )
+    for vantage, port in zip(VANTAGES, ports.proxies, strict=True):
+        # Each vantage point's own network path: `chaos partition vantage NAME` breaks it.
+        specs[f"proxy-{vantage}"] = (
+            "proxy",
+            ProcessSpec(
+                name=f"proxy-{vantage}",
+                argv=_python("lab.proxy", "--name", vantage, "--port", str(port)),
+                port=port,
+                health_url=f"http://127.0.0.1:{port}/__proxy/health",
+                log_path=logs / f"proxy-{vantage}.log",
+            ),
+        )
     specs["alerts"] = (
         "alerts",
         ProcessSpec(
@@ -236,7 +249,7 @@ def build_specs(
 
 # Start order: each stage waits for the previous one to be ready.
 STAGES: list[list[str]] = [
-    ["temporal", "nats", "route53", "alerts"],
+    ["temporal", "nats", "route53", "alerts", *(f"proxy-{v}" for v in VANTAGES)],
     [*(f"venue-{v}" for v in VENUES), *MD_SOURCES],
     ["oms-primary"],
     ["oms-dr", "worker"],
@@ -257,6 +270,7 @@ def choose_ports(auto: bool, overrides: list[str] | None = None) -> LabPorts:
             oms_dr=processes.free_port(),
             venues=[processes.free_port() for _ in VENUES],
             md=[processes.free_port() for _ in MD_SOURCES],
+            proxies=[processes.free_port() for _ in VANTAGES],
         )
     for override in overrides or []:
         name, sep, value = override.partition("=")
@@ -497,7 +511,7 @@ def _replication(primary: dict[str, Any], dr: dict[str, Any]) -> ReplicationStat
 
 # --- chaos ----------------------------------------------------------------------------------
 
-ChaosAction = Literal["kill", "hang", "slow", "heal", "stale", "dup-seq"]
+ChaosAction = Literal["kill", "hang", "slow", "heal", "stale", "dup-seq", "partition"]
 
 
 def component_name(target: str, name: str | None) -> str:
@@ -510,6 +524,10 @@ def component_name(target: str, name: str | None) -> str:
         if name not in VENUES:
             raise LabError(f"unknown venue {name!r}; the lab's venues are {', '.join(VENUES)}")
         return f"venue-{name}"
+    if target == "vantage":
+        if name not in VANTAGES:
+            raise LabError(f"unknown vantage point {name!r}; the lab's are {', '.join(VANTAGES)}")
+        return f"proxy-{name}"
     if target == "md":
         if name not in MD_SOURCES:
             raise LabError(
@@ -534,6 +552,11 @@ def chaos(root: Path, action: ChaosAction, target: str, name: str | None, ms: in
     if action == "slow":
         _admin(component, "/admin/latency", {"latency_ms": ms})
         return f"{component_id} answers {ms} ms late"
+    if action == "partition":
+        if component.kind != "proxy":
+            raise LabError("partition applies to vantage points only (vantage NAME)")
+        _admin(component, "/__proxy/partition", {"partitioned": True})
+        return f"vantage point {name} is cut off: its probes reach nothing"
     if action in ("stale", "dup-seq"):
         if component.kind != "md":
             raise LabError(f"{action} applies to market-data sources only (md NAME)")
@@ -555,11 +578,13 @@ def heal(root: Path, state: LabState, component_id: str) -> str:
         _admin(component, "/admin/latency", {"latency_ms": 0})
     if component.kind == "md":
         _admin(component, "/admin/mode", {"mode": "normal"})
+    if component.kind == "proxy":
+        _admin(component, "/__proxy/partition", {"partitioned": False})
     return f"healed {component_id}"
 
 
 def _admin(component: Component, path: str, body: dict[str, Any]) -> None:
-    if component.kind not in ("oms", "venue", "md"):
+    if component.kind not in ("oms", "venue", "md", "proxy"):
         raise LabError(f"{component.spec.name} has no chaos controls for this action")
     url = f"http://127.0.0.1:{component.spec.port}{path}"
     headers = {}

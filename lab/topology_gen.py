@@ -15,6 +15,8 @@ from lab.processes import LabError
 
 VENUES = ("alpha", "beta", "gamma")
 MD_SOURCES = ("md-a", "md-b", "md-c")
+# Three places to probe from: a majority (two) must agree before anything fails over.
+VANTAGES = ("dr", "obs-a", "obs-b")
 SYSTEM = "lab"
 ZONE = "lab.example."
 AWS_KEY_ENV = "LAB_AWS_ACCESS_KEY_ID"
@@ -36,6 +38,7 @@ class LabPorts(BaseModel):
     oms_dr: int = 18102
     venues: list[int] = [18111, 18112, 18113]
     md: list[int] = [18121, 18122, 18123]
+    proxies: list[int] = [18131, 18132, 18133]
 
     def all(self) -> dict[str, int]:
         named = {
@@ -49,6 +52,7 @@ class LabPorts(BaseModel):
         }
         named |= {f"venue-{v}": p for v, p in zip(VENUES, self.venues, strict=True)}
         named |= {m: p for m, p in zip(MD_SOURCES, self.md, strict=True)}
+        named |= {f"proxy-{v}": p for v, p in zip(VANTAGES, self.proxies, strict=True)}
         return named
 
     def with_port(self, name: str, port: int) -> LabPorts:
@@ -60,6 +64,10 @@ class LabPorts(BaseModel):
             venues = list(self.venues)
             venues[VENUES.index(name.removeprefix("venue-"))] = port
             return self.model_copy(update={"venues": venues})
+        if name.startswith("proxy-"):
+            proxies = list(self.proxies)
+            proxies[VANTAGES.index(name.removeprefix("proxy-"))] = port
+            return self.model_copy(update={"proxies": proxies})
         if name in MD_SOURCES:
             md = list(self.md)
             md[MD_SOURCES.index(name)] = port
@@ -98,6 +106,14 @@ rank = {i}
 dns_target = "{m}.{ZONE}"
 """
         for i, (m, p) in enumerate(zip(MD_SOURCES, ports.md, strict=True), start=1)
+    )
+    vantages = "\n".join(
+        f"""[[vantage_points]]
+name = "{v}"
+region = "{"dr" if v == "dr" else "observer"}"
+http_proxy = "http://{host}:{p}"
+"""
+        for v, p in zip(VANTAGES, ports.proxies, strict=True)
     )
     return f"""# Written by `drctl lab up`. The lab's topology: edit a copy, not this file.
 
@@ -150,14 +166,7 @@ primary_target = "oms.primary.{ZONE}"
 dr_target = "oms.dr.{ZONE}"
 ttl_s = 30
 {venues}
-[[vantage_points]]
-name = "dr"
-region = "dr"
-
-[[vantage_points]]
-name = "observer"
-region = "observer"
-
+{vantages}
 [[feeds]]
 name = "lab-md"
 

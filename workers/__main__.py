@@ -26,9 +26,11 @@ from activities.lease import LeaseError, LeaseStore, open_lease_store
 from activities.lease_activities import LeaseActivities
 from activities.oms import OmsActivities
 from activities.plan import PlanActivities
+from activities.probes import ProbeActivities
 from activities.reconcile import ReconcileActivities
 from activities.venues import VenueActivities
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
+from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.venue_recovery import VenueRecoveryWorkflow
 
@@ -57,10 +59,13 @@ def region_activities(topology: Topology, store: LeaseStore) -> list[Callable[..
     plan = PlanActivities(topology, oms)
     venues = VenueActivities(topology)
     reconcile = ReconcileActivities(topology, oms)
+    probes = ProbeActivities()
     dns = DnsActivities(topology)
     alerts = AlertActivities(topology)
     return [
         plan.load_promotion_plan,
+        plan.load_monitor_plan,
+        probes.watch_target,
         plan.verify_positions,
         lease.read_lease,
         lease.acquire_lease,
@@ -96,7 +101,7 @@ async def run(topology: Topology, role: str) -> None:
         Worker(
             client,
             task_queue=queue,
-            workflows=[PromotionWorkflow, VenueRecoveryWorkflow],
+            workflows=[PromotionWorkflow, VenueRecoveryWorkflow, HealthMonitorWorkflow],
             activities=activities,
         )
         for queue in queues

@@ -15,6 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.venue_recovery import VenueRecoveryWorkflow
 
@@ -26,13 +27,14 @@ def test_histories_of_both_workflows_are_recorded() -> None:
     assert "unplanned--dr-promotion%2Flab.json" in names
     assert "planned--dr-promotion%2Flab.json" in names
     assert sum("%2Fvenue%2F" in n for n in names) >= 4
+    assert "monitor--dr-monitor%2Flab.json" in names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_recorded_history_replays(path: Path) -> None:
     history = load_history(path)
     replayer = Replayer(
-        workflows=[PromotionWorkflow, VenueRecoveryWorkflow],
+        workflows=[PromotionWorkflow, VenueRecoveryWorkflow, HealthMonitorWorkflow],
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -1,0 +1,108 @@
+"""`drctl monitor start|status|pause|resume|ack --system NAME`: the automatic trigger."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from domain.monitoring import (
+    HEALTH_MONITOR_WORKFLOW,
+    MonitorRequest,
+    MonitorStatus,
+    OperatorAction,
+    monitor_workflow_id,
+)
+from domain.promotion import region_task_queue
+from domain.topology import Topology
+from drctl.runbook_commands import CommandError, connect, run_async, topology_of, ui_link
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    monitor = sub.add_parser("monitor", help="the health monitor that starts promotions")
+    cmds = monitor.add_subparsers(dest="monitor_command", required=True)
+    for name, helptext in (
+        ("start", "start watching a system (harmless if already running)"),
+        ("status", "phase, every vantage verdict, what blocks an action"),
+        ("pause", "maintenance: keep watching, never act"),
+        ("resume", "end maintenance"),
+        ("ack", "acknowledge an automatic failover, so the next one may run"),
+    ):
+        cmd = cmds.add_parser(name, help=helptext)
+        cmd.add_argument("--system", required=True)
+        if name in ("pause", "resume", "ack"):
+            cmd.add_argument("--as", dest="identity", required=True)
+            cmd.add_argument("--comment", default="")
+        if name == "status":
+            cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(run=lambda a, name=name: run_async(_dispatch(name, a)))
+
+
+async def _dispatch(name: str, args: argparse.Namespace) -> int:
+    topology = topology_of(args)
+    try:
+        system = topology.system(args.system)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    client = await connect(topology)
+    if name == "start":
+        return await _start(client, topology, system.name, system.dr_region)
+    if name == "status":
+        return await _status(client, topology, system.name, args.json)
+    action = OperatorAction(by=args.identity, comment=args.comment)
+    handle = client.get_workflow_handle(monitor_workflow_id(system.name))
+    try:
+        print(await handle.execute_update(name, action, result_type=str))
+    except WorkflowUpdateFailedError as exc:
+        raise CommandError(f"{name} refused: {getattr(exc.cause, 'message', exc.cause)}") from None
+    except RPCError as exc:
+        raise CommandError(f"{name} failed: {exc.message}") from None
+    return 0
+
+
+async def _start(client: Client, topology: Topology, system: str, dr_region: str) -> int:
+    workflow_id = monitor_workflow_id(system)
+    try:
+        handle = await client.start_workflow(
+            HEALTH_MONITOR_WORKFLOW,
+            MonitorRequest(system=system),
+            id=workflow_id,
+            # The monitor must outlive the primary region: it runs on the DR side's workers.
+            task_queue=region_task_queue(dr_region),
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        print(f"{workflow_id} is already running")
+        return 0
+    print(f"started {workflow_id}: {ui_link(topology, workflow_id, handle.result_run_id)}")
+    return 0
+
+
+async def _status(client: Client, topology: Topology, system: str, as_json: bool) -> int:
+    handle = client.get_workflow_handle(monitor_workflow_id(system))
+    try:
+        status = await handle.query("status", result_type=MonitorStatus)
+    except RPCError as exc:
+        raise CommandError(f"no running monitor for {system}: {exc.message}") from None
+    if as_json:
+        print(status.model_dump_json(indent=2))
+        return 0
+    verdicts = ", ".join(f"{v}={verdict.value}" for v, verdict in status.verdicts.items())
+    print(f"{system}: {status.phase.value}, watching {status.active_region} ({verdicts})")
+    details: list[Any] = []
+    if status.paused:
+        details.append("paused")
+    if status.needs_ack:
+        details.append("an automatic failover ran: `drctl monitor ack` to re-arm")
+    if status.blocked_reason:
+        details.append(f"blocked: {status.blocked_reason}")
+    if status.promotion_workflow_id:
+        details.append(f"last promotion: {status.promotion_workflow_id}")
+    for line in details:
+        print(f"  {line}")
+    print(f"  {ui_link(topology, monitor_workflow_id(system))}")
+    return 0

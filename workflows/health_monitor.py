@@ -1,0 +1,281 @@
+"""HealthMonitor: watch one system from every vantage point and start its promotion by itself.
+
+Each vantage point runs one long-lived watch activity on its own task queue. A watch reports back
+only when its debounced verdict changes (or its lifetime ends), so a healthy system costs a
+handful of history events per hour. The pure state machine in domain/health.py turns verdicts and
+operator actions into a phase and, at most once per cooldown and then only after an operator's
+ack, into a failover: the Promotion runbook started as a child with the fixed promotion id and an
+ABANDON parent-close policy, so it outlives anything that happens to the monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ActivityHandle, ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.plan import MonitorPlanRequest
+    from activities.probes import ProbeCounters, ProbeTarget, WatchRequest, WatchResult
+    from domain.health import (
+        Acknowledged,
+        ActionFinished,
+        MonitorPolicy,
+        MonitorState,
+        Paused,
+        Resumed,
+        TargetSwitched,
+        Verdict,
+        VerdictChanged,
+        step,
+    )
+    from domain.monitoring import (
+        HEALTH_MONITOR_WORKFLOW,
+        MonitorPlan,
+        MonitorRequest,
+        MonitorStatus,
+        OperatorAction,
+        VantagePlan,
+    )
+    from domain.promotion import (
+        PROMOTION_WORKFLOW,
+        DrKind,
+        DrOutcome,
+        PromotionReport,
+        PromotionRequest,
+        promotion_workflow_id,
+        region_task_queue,
+    )
+    from workflows.steps import parse_input
+
+MONITOR_IDENTITY = "health-monitor"
+# A watch that cannot reach its vantage's worker is retried for ever: the monitor never stops
+# watching because one vantage point's worker restarted.
+WATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+)
+
+
+@workflow.defn(name=HEALTH_MONITOR_WORKFLOW)
+class HealthMonitorWorkflow:
+    def __init__(self) -> None:
+        self._state = MonitorState()
+        self._plan: MonitorPlan | None = None
+        self._policy: MonitorPolicy | None = None
+        self._active_region = ""
+        self._watches: dict[str, ActivityHandle[WatchResult]] = {}
+        self._counters: dict[str, ProbeCounters] = {}
+        self._system = ""
+        self._promotion: asyncio.Future[None] | None = None
+        self._promotion_id: str | None = None
+
+    @workflow.run
+    async def run(self, raw: dict[str, Any]) -> None:
+        request = parse_input(MonitorRequest, raw)
+        # The carried-over state is the truth from the first instant of a new run, even
+        # before the plan has loaded: queries and operator actions see it.
+        self._state = request.state or MonitorState()
+        self._system = request.system
+        plan = await workflow.execute_activity(
+            "load_monitor_plan",
+            MonitorPlanRequest(system=request.system),
+            result_type=MonitorPlan,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        )
+        self._plan = plan
+        self._policy = MonitorPolicy(
+            vantages=[v.name for v in plan.vantages], cooldown_s=plan.cooldown_s
+        )
+        self._active_region = request.active_region or plan.primary_region
+        for vantage in plan.vantages:
+            self._start_watch(vantage)
+        while not self._should_continue_as_new():
+            await workflow.wait_condition(
+                lambda: (
+                    any(w.done() for w in self._watches.values()) or self._should_continue_as_new()
+                )
+            )
+            for vantage in plan.vantages:
+                watch = self._watches.get(vantage.name)
+                if watch is not None and watch.done():
+                    self._on_watch_done(vantage, watch)
+        await self._stop_watches()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            MonitorRequest(
+                system=request.system, state=self._state, active_region=self._active_region
+            )
+        )
+
+    def _should_continue_as_new(self) -> bool:
+        # Never while a promotion is in flight: its outcome must land in this run's state.
+        return workflow.info().is_continue_as_new_suggested() and self._promotion is None
+
+    # --- watches --------------------------------------------------------------------------
+
+    def _start_watch(self, vantage: VantagePlan) -> None:
+        plan = self._plan
+        assert plan is not None
+        request = WatchRequest(
+            vantage=vantage.name,
+            target=ProbeTarget(
+                name=f"{plan.system}:{self._active_region}",
+                kind="oms",
+                url=plan.oms_urls[self._active_region],
+            ),
+            reported=self._state.verdicts.get(vantage.name, Verdict.UNKNOWN),
+            interval_s=plan.interval_s,
+            latency_threshold_ms=plan.latency_threshold_ms,
+            freshness_threshold_s=plan.freshness_threshold_s,
+            confirmation_count=plan.confirmation_count,
+            recovery_count=plan.recovery_count,
+            max_lifetime_s=plan.watch_lifetime_s,
+            http_proxy=vantage.http_proxy,
+            counters=self._counters.get(vantage.name),
+        )
+        self._watches[vantage.name] = workflow.start_activity(
+            "watch_target",
+            request,
+            result_type=WatchResult,
+            task_queue=vantage.task_queue,
+            start_to_close_timeout=timedelta(seconds=plan.watch_lifetime_s + 60),
+            heartbeat_timeout=timedelta(seconds=plan.interval_s * 3 + 5),
+            retry_policy=WATCH_RETRY,
+        )
+
+    def _on_watch_done(self, vantage: VantagePlan, watch: ActivityHandle[WatchResult]) -> None:
+        try:
+            result = watch.result()
+        except ActivityError as err:
+            workflow.logger.warning("watch from %s ended: %s", vantage.name, err)
+        else:
+            self._counters[vantage.name] = result.counters
+            if result.changed:
+                self._apply(
+                    VerdictChanged(vantage=vantage.name, verdict=result.verdict, at=workflow.now())
+                )
+        self._start_watch(vantage)
+
+    async def _stop_watches(self) -> None:
+        watches, self._watches = list(self._watches.values()), {}
+        for watch in watches:
+            watch.cancel()
+        # Cancelled watches end with a cancellation error; that is their normal end here.
+        await asyncio.gather(*watches, return_exceptions=True)
+
+    # --- the state machine and its one action ---------------------------------------------
+
+    def _apply(self, event: Any) -> None:
+        assert self._policy is not None
+        self._state, action = step(self._state, event, self._policy)
+        if action == "failover" and self._promotion is None:
+            self._promotion = asyncio.ensure_future(self._promote())
+
+    async def _promote(self) -> None:
+        plan = self._plan
+        assert plan is not None
+        to_region = plan.other_region(self._active_region)
+        down = sorted(v for v, verdict in self._state.verdicts.items() if verdict == Verdict.DOWN)
+        request = PromotionRequest(
+            system=plan.system,
+            requested_by=MONITOR_IDENTITY,
+            reason=f"automatic: {', '.join(down)} see {self._active_region} down",
+            kind=DrKind.INCIDENT,
+            to_region=to_region,
+            detected_at=workflow.now(),
+        )
+        succeeded, detail = False, ""
+        try:
+            child = await workflow.start_child_workflow(
+                PROMOTION_WORKFLOW,
+                request,
+                id=promotion_workflow_id(plan.system),
+                task_queue=region_task_queue(to_region),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                result_type=PromotionReport,
+            )
+            self._promotion_id = child.id
+            report = await child
+            succeeded = report.outcome is DrOutcome.PROMOTED
+            detail = report.outcome_detail
+        except WorkflowAlreadyStartedError:
+            detail = "a promotion of this system was already running"
+        except ChildWorkflowError as err:
+            detail = f"promotion failed: {err.cause or err}"
+        self._promotion = None
+        self._apply(ActionFinished(succeeded=succeeded, at=workflow.now(), detail=detail))
+        if succeeded:
+            self._active_region = to_region
+            self._counters = {}
+            self._apply(TargetSwitched(at=workflow.now(), detail=f"now watching {to_region}"))
+            await self._stop_watches()
+            for vantage in plan.vantages:
+                self._start_watch(vantage)
+
+    # --- operator actions -----------------------------------------------------------------
+
+    async def _ready(self) -> None:
+        # An operator can act before the plan has loaded; the action waits for it.
+        await workflow.wait_condition(lambda: self._policy is not None)
+
+    @workflow.update(name="pause")
+    async def pause(self, action: OperatorAction) -> str:
+        await self._ready()
+        self._apply(Paused(by=action.by, at=workflow.now()))
+        return f"paused by {action.by}"
+
+    @pause.validator
+    def _validate_pause(self, action: OperatorAction) -> None:
+        if self._state.paused:
+            raise ValueError(f"already paused by {self._state.paused_by}")
+
+    @workflow.update(name="resume")
+    async def resume(self, action: OperatorAction) -> str:
+        await self._ready()
+        self._apply(Resumed(by=action.by, at=workflow.now()))
+        return f"resumed by {action.by}"
+
+    @resume.validator
+    def _validate_resume(self, action: OperatorAction) -> None:
+        if not self._state.paused:
+            raise ValueError("the monitor is not paused")
+
+    @workflow.update(name="ack")
+    async def ack(self, action: OperatorAction) -> str:
+        await self._ready()
+        self._apply(Acknowledged(by=action.by, at=workflow.now()))
+        return f"acknowledged by {action.by}"
+
+    @ack.validator
+    def _validate_ack(self, action: OperatorAction) -> None:
+        if not self._state.needs_ack:
+            raise ValueError("nothing to acknowledge: no automatic failover is awaiting an ack")
+
+    @workflow.query(name="status")
+    def status(self) -> MonitorStatus:
+        plan = self._plan
+        return MonitorStatus(
+            system=self._system,
+            phase=self._state.phase,
+            active_region=self._active_region,
+            verdicts={
+                v.name: self._state.verdicts.get(v.name, Verdict.UNKNOWN)
+                for v in (plan.vantages if plan else [])
+            },
+            paused=self._state.paused,
+            needs_ack=self._state.needs_ack,
+            blocked_reason=self._state.blocked_reason,
+            actions=self._state.actions,
+            last_action_at=self._state.last_action_at,
+            promotion_workflow_id=self._promotion_id,
+            history_length=workflow.info().get_current_history_length(),
+        )
