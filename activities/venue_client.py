@@ -7,7 +7,6 @@ into typed errors, so callers decide between retrying, waiting out a cooldown an
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -215,24 +214,9 @@ class VenueClient:
 
     async def fills(
         self, since_seq: int = 0, since_time: datetime | None = None, page_size: int = 500
-    ) -> AsyncIterator[Fill]:
-        """Every fill after ``since_seq`` (and at or after ``since_time``), page by page."""
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"since_seq": since_seq, "limit": page_size}
-            if since_time is not None:
-                params["since_time"] = since_time.isoformat()
-            if cursor is not None:
-                params["cursor"] = cursor
-            response = await self._call("GET", "/fills", params=params)
-            if response.status_code != 200:
-                raise self._fail(response, "fills")
-            body = _json(response)
-            for raw in body.get("fills", []):
-                yield self._fill(raw)
-            cursor = body.get("next_cursor")
-            if not cursor:
-                return
+    ) -> list[Fill]:
+        """Every fill after ``since_seq`` (and at or after ``since_time``), parsed."""
+        return [self._fill(raw) for raw in await self.fills_raw(since_seq, since_time, page_size)]
 
     async def cancel(self, client_order_ids: list[str]) -> dict[str, str]:
         """Cancel by client order id; returns each id's outcome. Idempotent at the venue."""

@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
         VenueRecoveryReport,
         VenueRecoveryRequest,
     )
-    from workflows.steps import StepLog, failure_message, parse_input
+    from workflows.steps import SERVICE_RETRY, StepLog, failure_message, parse_input
 
 T = TypeVar("T")
 
@@ -71,12 +71,7 @@ DR_KIND = SearchAttributeKey.for_keyword("DrKind")
 DR_OUTCOME = SearchAttributeKey.for_keyword("DrOutcome")
 
 CONTROL_CALL = timedelta(seconds=15)
-CONTROL_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=10,
-)
+CONTROL_RETRY = SERVICE_RETRY
 # Without the lease there is no promotion: while the store is unreachable, keep trying (the
 # operator sees the attempts in the UI) rather than give up or go on without it.
 LEASE_RETRY = RetryPolicy(

@@ -6,10 +6,12 @@ The records are built from workflow time only, so they are deterministic and rep
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -20,6 +22,15 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 INVALID_INPUT = "InvalidInput"
+
+# For calls to an OMS or a venue: quick first retries, then backing off to a few seconds. A
+# step that still fails goes to its runbook's own failure handling, never silently on.
+SERVICE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=10,
+)
 
 
 def parse_input(model: type[M], raw: Any) -> M:

@@ -25,19 +25,14 @@ with workflow.unsafe.imports_passed_through():
         VenueRecoveryRequest,
         VenueSessionGrant,
     )
-    from workflows.steps import StepLog, parse_input
+    from workflows.steps import SERVICE_RETRY, StepLog, parse_input
 
 R = TypeVar("R")
 
 CONFIRM_ROUNDS = 3
 VENUE_CALL = timedelta(seconds=15)
 RECONCILE_CALL = timedelta(seconds=60)
-VENUE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=8,
-)
+VENUE_RETRY = SERVICE_RETRY
 # Cooldown refusals carry their own delay (next_retry_delay); allow enough of them to outlast
 # any sane cooldown, and bound the whole wait.
 SESSION_RETRY = RetryPolicy(

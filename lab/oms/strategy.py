@@ -90,7 +90,7 @@ async def _cancel_one(node: OmsNode, client: VenueClient, client_order_id: str) 
 
 async def _book_fills(node: OmsNode, client: VenueClient) -> None:
     try:
-        async for fill in client.fills(since_seq=node.book.venue_fill_seq.get(client.name, 0)):
+        for fill in await client.fills(since_seq=node.book.venue_fill_seq.get(client.name, 0)):
             if fill.trade_id in node.book.trade_ids:
                 continue
             node.record(FillEvent(fill=fill))
