@@ -200,7 +200,7 @@ def _endpoint_label(dns: DnsConfig) -> str:
     return f"{url.scheme}://{url.host}:{url.port}"
 
 
-def _route53_error(dns: DnsConfig, what: str, exc: Exception) -> ApplicationError:
+def route53_error(dns: DnsConfig, what: str, exc: Exception) -> ApplicationError:
     """Sort a boto failure into retryable (endpoint or service trouble) or not (our request)."""
     if isinstance(exc, boto_errors.ConnectionError | boto_errors.HTTPClientError):
         return ApplicationError(
@@ -233,7 +233,7 @@ async def _call(dns: DnsConfig, what: str, call: Callable[[], T]) -> T:
     try:
         return await asyncio.to_thread(call)
     except _BOTO_ERRORS as exc:
-        raise _route53_error(dns, what, exc) from None
+        raise route53_error(dns, what, exc) from None
 
 
 def current_weights(topology: Topology, system: str, feed: str | None = None) -> dict[str, int]:
@@ -249,7 +249,7 @@ def current_weights(topology: Topology, system: str, feed: str | None = None) ->
             raise _zone_missing(topology.dns, record)
         return weights_in_zone(client, zone_id, record)
     except _BOTO_ERRORS as exc:
-        raise _route53_error(topology.dns, "reading weights", exc) from None
+        raise route53_error(topology.dns, "reading weights", exc) from None
 
 
 def _zone_missing(dns: DnsConfig, record: WeightedRecord) -> ApplicationError:

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities.oms import BookRequest, OmsActivities
 from activities.venue_client import VenueClient, VenueError
 from domain.book import BookSnapshot, Fill, Side
-from domain.monitoring import MonitorPlan, VantagePlan
+from domain.monitoring import FeedPlan, MonitorPlan, SourcePlan, VantagePlan
 from domain.promotion import PositionCheck, PromotionPlan
 from domain.reconciliation import (
     check_fills,
@@ -40,6 +40,10 @@ class PlanRequest(BaseModel):
 
 class MonitorPlanRequest(BaseModel):
     system: str
+
+
+class FeedPlanRequest(BaseModel):
+    feed: str
 
 
 class PositionsRequest(BaseModel):
@@ -99,13 +103,7 @@ class PlanActivities:
             system = self._topology.system(request.system)
         except KeyError as exc:
             raise ApplicationError(str(exc.args[0]), non_retryable=True) from None
-        vantages = self._topology.vantage_points
-        if not vantages:
-            raise ApplicationError(
-                "the topology has no [[vantage_points]]: a monitor needs at least one place "
-                "to probe from (three give a quorum that survives one bad network)",
-                non_retryable=True,
-            )
+        vantages = self._vantage_plans()
         health = self._topology.health
         return MonitorPlan(
             system=system.name,
@@ -115,14 +113,7 @@ class PlanActivities:
                 system.primary_region: str(system.primary_oms_url),
                 system.dr_region: str(system.dr_oms_url),
             },
-            vantages=[
-                VantagePlan(
-                    name=v.name,
-                    task_queue=v.task_queue,
-                    http_proxy=str(v.http_proxy) if v.http_proxy else None,
-                )
-                for v in vantages
-            ],
+            vantages=vantages,
             interval_s=health.interval_s,
             latency_threshold_ms=health.latency_threshold_ms,
             freshness_threshold_s=health.freshness_threshold_s,
@@ -131,6 +122,45 @@ class PlanActivities:
             cooldown_s=health.cooldown_s,
             watch_lifetime_s=WATCH_LIFETIME_S,
         )
+
+    @activity.defn(name="load_feed_plan")
+    async def load_feed_plan(self, request: FeedPlanRequest) -> FeedPlan:
+        feed = next((f for f in self._topology.feeds if f.name == request.feed), None)
+        if feed is None:
+            known = [f.name for f in self._topology.feeds]
+            raise ApplicationError(
+                f"no feed named {request.feed!r}; known: {known}", non_retryable=True
+            )
+        health = self._topology.health
+        return FeedPlan(
+            feed=feed.name,
+            sources=[SourcePlan(name=s.name, url=str(s.url), rank=s.rank) for s in feed.sources],
+            vantages=self._vantage_plans(),
+            interval_s=health.interval_s,
+            latency_threshold_ms=health.latency_threshold_ms,
+            freshness_threshold_s=health.freshness_threshold_s,
+            confirmation_count=health.confirmation_count,
+            recovery_count=health.recovery_count,
+            recovery_window_s=feed.recovery_window_s,
+            watch_lifetime_s=WATCH_LIFETIME_S,
+        )
+
+    def _vantage_plans(self) -> list[VantagePlan]:
+        vantages = self._topology.vantage_points
+        if not vantages:
+            raise ApplicationError(
+                "the topology has no [[vantage_points]]: a monitor needs at least one place "
+                "to probe from (three give a quorum that survives one bad network)",
+                non_retryable=True,
+            )
+        return [
+            VantagePlan(
+                name=v.name,
+                task_queue=v.task_queue,
+                http_proxy=str(v.http_proxy) if v.http_proxy else None,
+            )
+            for v in vantages
+        ]
 
     @activity.defn(name="verify_positions")
     async def verify_positions(self, request: PositionsRequest) -> PositionCheck:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain.feeds import FeedState, SourceSwitch
 from domain.health import MonitorPhase, MonitorState, Verdict
 from domain.promotion import Identity
 
 HEALTH_MONITOR_WORKFLOW = "HealthMonitor"
+
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 
 
 def monitor_workflow_id(system: str) -> str:
@@ -18,20 +22,61 @@ def monitor_workflow_id(system: str) -> str:
     return f"dr-monitor/{system}"
 
 
+def feed_monitor_workflow_id(feed: str) -> str:
+    return f"md-monitor/{feed}"
+
+
 class MonitorRequest(BaseModel):
-    """``{"system": "lab"}`` is a complete input; ``state`` is filled in by continue-as-new."""
+    """``{"system": "lab"}`` or ``{"feed": "lab-md"}`` is a complete input; the rest is filled
+    in by continue-as-new."""
 
     model_config = ConfigDict(extra="forbid")
 
-    system: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    system: Name | None = None
+    feed: Name | None = None
     state: MonitorState | None = None
     active_region: str | None = None
+    feed_state: FeedState | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.system is None) == (self.feed is None):
+            raise ValueError("give exactly one of system (a trading system) or feed (market data)")
+        return self
 
 
 class VantagePlan(BaseModel):
     name: str
     task_queue: str
     http_proxy: str | None
+
+
+class SourcePlan(BaseModel):
+    name: str
+    url: str
+    rank: int
+
+
+class FeedPlan(BaseModel):
+    feed: str
+    sources: list[SourcePlan]
+    vantages: list[VantagePlan]
+    interval_s: float
+    latency_threshold_ms: float
+    freshness_threshold_s: float
+    confirmation_count: int
+    recovery_count: int
+    recovery_window_s: float
+    watch_lifetime_s: float
+
+
+class FeedStatus(BaseModel):
+    feed: str
+    active: str
+    source_verdicts: dict[str, Verdict]
+    vantage_verdicts: dict[str, dict[str, Verdict]]
+    switches: list[SourceSwitch]
+    history_length: int
 
 
 class MonitorPlan(BaseModel):

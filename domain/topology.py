@@ -172,11 +172,19 @@ class MarketDataSource(_Model):
 
 
 class FeedConfig(_Model):
-    """Ranked market-data sources; rank 1 is the preferred one."""
+    """Ranked market-data sources; rank 1 is the preferred one.
+
+    ``dns`` names the feed's weighted record; failover keeps one weighted entry per source (set
+    identifier = source name, target = its ``dns_target``), weight 100 on the active one. Its
+    ``primary_target`` / ``dr_target`` are the rank-1 and rank-2 targets.
+    ``recovery_window_s``: how long a better-ranked source must stay healthy before the feed
+    returns to it.
+    """
 
     name: Name
     dns: WeightedRecord | None = None
     sources: list[MarketDataSource] = Field(min_length=2)
+    recovery_window_s: Seconds = 30.0
 
     @field_validator("sources")
     @classmethod

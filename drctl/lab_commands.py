@@ -58,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     chaos = cmds.add_parser("chaos", help="inject a real fault into one component, or heal it")
     chaos.add_argument(
-        "action", choices=["kill", "hang", "slow", "heal", "stale", "dup-seq", "partition"]
+        "action",
+        choices=["kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition"],
     )
     chaos.add_argument("target", help="primary | dr | nats | venue NAME | md NAME | vantage NAME")
     chaos.add_argument("name", nargs="?", default=None)

@@ -12,9 +12,11 @@ from temporalio.service import RPCError
 
 from domain.monitoring import (
     HEALTH_MONITOR_WORKFLOW,
+    FeedStatus,
     MonitorRequest,
     MonitorStatus,
     OperatorAction,
+    feed_monitor_workflow_id,
     monitor_workflow_id,
 )
 from domain.promotion import region_task_queue
@@ -33,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         ("ack", "acknowledge an automatic failover, so the next one may run"),
     ):
         cmd = cmds.add_parser(name, help=helptext)
-        cmd.add_argument("--system", required=True)
+        target = cmd.add_mutually_exclusive_group(required=True)
+        target.add_argument("--system", help="a trading system: fails over to DR")
+        if name in ("start", "status"):
+            target.add_argument("--feed", help="a market-data feed: switches its source")
         if name in ("pause", "resume", "ack"):
             cmd.add_argument("--as", dest="identity", required=True)
             cmd.add_argument("--comment", default="")
@@ -44,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 async def _dispatch(name: str, args: argparse.Namespace) -> int:
     topology = topology_of(args)
+    if getattr(args, "feed", None):
+        return await _feed_command(name, topology, args.feed, getattr(args, "json", False))
     try:
         system = topology.system(args.system)
     except KeyError as exc:
@@ -61,6 +68,42 @@ async def _dispatch(name: str, args: argparse.Namespace) -> int:
         raise CommandError(f"{name} refused: {getattr(exc.cause, 'message', exc.cause)}") from None
     except RPCError as exc:
         raise CommandError(f"{name} failed: {exc.message}") from None
+    return 0
+
+
+async def _feed_command(name: str, topology: Topology, feed: str, as_json: bool) -> int:
+    if feed not in {f.name for f in topology.feeds}:
+        known = [f.name for f in topology.feeds]
+        raise CommandError(f"no feed named {feed!r}; known: {known}")
+    client = await connect(topology)
+    workflow_id = feed_monitor_workflow_id(feed)
+    if name == "start":
+        try:
+            handle = await client.start_workflow(
+                HEALTH_MONITOR_WORKFLOW,
+                MonitorRequest(feed=feed),
+                id=workflow_id,
+                task_queue=region_task_queue(topology.systems[0].dr_region),
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            print(f"{workflow_id} is already running")
+            return 0
+        print(f"started {workflow_id}: {ui_link(topology, workflow_id, handle.result_run_id)}")
+        return 0
+    try:
+        status = await client.get_workflow_handle(workflow_id).query(
+            "feed_status", result_type=FeedStatus
+        )
+    except RPCError as exc:
+        raise CommandError(f"no running monitor for feed {feed}: {exc.message}") from None
+    if as_json:
+        print(status.model_dump_json(indent=2))
+        return 0
+    verdicts = ", ".join(f"{s}={v.value}" for s, v in status.source_verdicts.items())
+    print(f"{feed}: active source {status.active} ({verdicts})")
+    for switch in status.switches[-5:]:
+        print(f"  {switch.at:%H:%M:%S} {switch.from_source} -> {switch.to_source}: {switch.reason}")
     return 0
 
 

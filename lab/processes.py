@@ -105,6 +105,8 @@ def start(spec: ProcessSpec, secrets: dict[str, str] | None = None) -> int:
 
 
 def alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         waited, _status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -130,6 +132,9 @@ def _is_zombie(pid: int) -> bool:
 
 
 def signal_group(pid: int, sig: signal.Signals) -> None:
+    if pid <= 0:
+        # killpg(0) is our own process group: a never-started process must be a no-op.
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 

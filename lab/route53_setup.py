@@ -17,7 +17,7 @@ from activities.dns import (
     weighted_change,
     weights_in_zone,
 )
-from domain.topology import WeightedRecord
+from domain.topology import FeedConfig, WeightedRecord
 
 __all__ = [
     "DR_ID",
@@ -58,3 +58,21 @@ def install_weighted_pair(client: Any, record: WeightedRecord) -> str:
 def read_weights(client: Any, record: WeightedRecord) -> dict[str, int]:
     """Weights by set identifier for the record's name and type."""
     return weights_in_zone(client, ensure_zone(client, record.zone), record)
+
+
+def install_source_records(client: Any, feed: FeedConfig) -> str:
+    """One weighted entry per market-data source, the rank-1 source at weight 100."""
+    record = feed.dns
+    assert record is not None
+    zone_id = ensure_zone(client, record.zone)
+    client.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Comment": f"failover-runbooks lab: feed {feed.name} on its rank-1 source",
+            "Changes": [
+                weighted_change(record, s.name, s.dns_target, 100 if s.rank == 1 else 0)
+                for s in feed.sources
+            ],
+        },
+    )
+    return zone_id

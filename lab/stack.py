@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from domain.topology import Topology, load_topology
 from lab import processes
 from lab.processes import LabError, ProcessSpec
-from lab.route53_setup import install_weighted_pair, route53_client
+from lab.route53_setup import install_source_records, install_weighted_pair, route53_client
 from lab.topology_gen import (
     ALERT_URL_ENV,
     AWS_KEY_ENV,
@@ -42,7 +42,10 @@ READY_TIMEOUT_S = 60.0
 class Component(BaseModel):
     spec: ProcessSpec
     pid: int
-    kind: Literal["temporal", "nats", "route53", "oms", "venue", "md", "worker", "alerts", "proxy"]
+    kind: Literal[
+        "temporal", "nats", "route53", "oms", "venue", "md", "worker", "alerts", "proxy",
+        "consumer",
+    ]  # fmt: skip
 
 
 class LabState(BaseModel):
@@ -211,6 +214,30 @@ def build_specs(
             secret_env=[ALERT_URL_ENV],
         ),
     )
+    specs["md-consumer"] = (
+        "consumer",
+        ProcessSpec(
+            name="md-consumer",
+            argv=_python(
+                "lab.md_consumer",
+                "--feed",
+                "lab-md",
+                "--nats",
+                f"nats://127.0.0.1:{ports.nats}",
+                "--bucket",
+                "dr-leases",
+                "--port",
+                str(ports.md_consumer),
+                "--default-source",
+                MD_SOURCES[0],
+                "--default-url",
+                f"http://127.0.0.1:{ports.md[0]}",
+            ),
+            port=ports.md_consumer,
+            health_url=f"http://127.0.0.1:{ports.md_consumer}/health",
+            log_path=logs / "md-consumer.log",
+        ),
+    )
     venue_secrets = [venue_key_env(v) for v in VENUES]
     for region, port in (("primary", ports.oms_primary), ("dr", ports.oms_dr)):
         specs[f"oms-{region}"] = (
@@ -250,7 +277,7 @@ def build_specs(
 # Start order: each stage waits for the previous one to be ready.
 STAGES: list[list[str]] = [
     ["temporal", "nats", "route53", "alerts", *(f"proxy-{v}" for v in VANTAGES)],
-    [*(f"venue-{v}" for v in VENUES), *MD_SOURCES],
+    [*(f"venue-{v}" for v in VENUES), *MD_SOURCES, "md-consumer"],
     ["oms-primary"],
     ["oms-dr", "worker"],
 ]
@@ -268,6 +295,7 @@ def choose_ports(auto: bool, overrides: list[str] | None = None) -> LabPorts:
             alerts=processes.free_port(),
             oms_primary=processes.free_port(),
             oms_dr=processes.free_port(),
+            md_consumer=processes.free_port(),
             venues=[processes.free_port() for _ in VENUES],
             md=[processes.free_port() for _ in MD_SOURCES],
             proxies=[processes.free_port() for _ in VANTAGES],
@@ -346,7 +374,7 @@ def _install_dns(topology: Topology, secrets: dict[str, str]) -> None:
         install_weighted_pair(client, system.dns)
     for feed in topology.feeds:
         if feed.dns is not None:
-            install_weighted_pair(client, feed.dns)
+            install_source_records(client, feed)
 
 
 def _wait_primary_trading(state: LabState) -> None:
@@ -511,7 +539,9 @@ def _replication(primary: dict[str, Any], dr: dict[str, Any]) -> ReplicationStat
 
 # --- chaos ----------------------------------------------------------------------------------
 
-ChaosAction = Literal["kill", "hang", "slow", "heal", "stale", "dup-seq", "partition"]
+ChaosAction = Literal[
+    "kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition"
+]
 
 
 def component_name(target: str, name: str | None) -> str:
@@ -557,7 +587,7 @@ def chaos(root: Path, action: ChaosAction, target: str, name: str | None, ms: in
             raise LabError("partition applies to vantage points only (vantage NAME)")
         _admin(component, "/__proxy/partition", {"partitioned": True})
         return f"vantage point {name} is cut off: its probes reach nothing"
-    if action in ("stale", "dup-seq"):
+    if action in ("stale", "dup-seq", "reversed-seq"):
         if component.kind != "md":
             raise LabError(f"{action} applies to market-data sources only (md NAME)")
         _admin(component, "/admin/mode", {"mode": action})

@@ -39,6 +39,7 @@ class LabPorts(BaseModel):
     venues: list[int] = [18111, 18112, 18113]
     md: list[int] = [18121, 18122, 18123]
     proxies: list[int] = [18131, 18132, 18133]
+    md_consumer: int = 18140
 
     def all(self) -> dict[str, int]:
         named = {
@@ -49,6 +50,7 @@ class LabPorts(BaseModel):
             "alerts": self.alerts,
             "oms-primary": self.oms_primary,
             "oms-dr": self.oms_dr,
+            "md-consumer": self.md_consumer,
         }
         named |= {f"venue-{v}": p for v, p in zip(VENUES, self.venues, strict=True)}
         named |= {m: p for m, p in zip(MD_SOURCES, self.md, strict=True)}
@@ -169,6 +171,7 @@ ttl_s = 30
 {vantages}
 [[feeds]]
 name = "lab-md"
+recovery_window_s = 5.0
 
 [feeds.dns]
 zone = "{ZONE}"

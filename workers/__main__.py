@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
 from activities.dns import DnsActivities
+from activities.feeds import FeedActivities
 from activities.lease import LeaseError, LeaseStore, open_lease_store
 from activities.lease_activities import LeaseActivities
 from activities.oms import OmsActivities
@@ -60,11 +61,14 @@ def region_activities(topology: Topology, store: LeaseStore) -> list[Callable[..
     venues = VenueActivities(topology)
     reconcile = ReconcileActivities(topology, oms)
     probes = ProbeActivities()
+    feeds = FeedActivities(topology)
     dns = DnsActivities(topology)
     alerts = AlertActivities(topology)
     return [
         plan.load_promotion_plan,
         plan.load_monitor_plan,
+        plan.load_feed_plan,
+        feeds.switch_feed_source,
         probes.watch_target,
         plan.verify_positions,
         lease.read_lease,

@@ -11,6 +11,7 @@ ABANDON parent-close policy, so it outlives anything that happens to the monitor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +21,18 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlr
 from temporalio.workflow import ActivityHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.plan import MonitorPlanRequest
+    from activities.feeds import FeedSwitchRequest, FeedSwitchResult
+    from activities.plan import FeedPlanRequest, MonitorPlanRequest
     from activities.probes import ProbeCounters, ProbeTarget, WatchRequest, WatchResult
+    from domain.feeds import (
+        FeedPolicy,
+        FeedState,
+        apply_switch,
+        choose_source,
+        next_recovery_check,
+        record_verdict,
+        source_verdict,
+    )
     from domain.health import (
         Acknowledged,
         ActionFinished,
@@ -36,10 +47,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.monitoring import (
         HEALTH_MONITOR_WORKFLOW,
+        FeedPlan,
+        FeedStatus,
         MonitorPlan,
         MonitorRequest,
         MonitorStatus,
         OperatorAction,
+        SourcePlan,
         VantagePlan,
     )
     from domain.promotion import (
@@ -51,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         promotion_workflow_id,
         region_task_queue,
     )
-    from workflows.steps import parse_input
+    from workflows.steps import SERVICE_RETRY, parse_input
 
 MONITOR_IDENTITY = "health-monitor"
 # A watch that cannot reach its vantage's worker is retried for ever: the monitor never stops
@@ -74,12 +88,19 @@ class HealthMonitorWorkflow:
         self._watches: dict[str, ActivityHandle[WatchResult]] = {}
         self._counters: dict[str, ProbeCounters] = {}
         self._system = ""
+        self._feed: FeedState | None = None
+        self._feed_plan: FeedPlan | None = None
+        self._feed_policy: FeedPolicy | None = None
         self._promotion: asyncio.Future[None] | None = None
         self._promotion_id: str | None = None
 
     @workflow.run
     async def run(self, raw: dict[str, Any]) -> None:
         request = parse_input(MonitorRequest, raw)
+        if request.feed is not None:
+            await self._run_feed(request, request.feed)
+            return
+        assert request.system is not None
         # The carried-over state is the truth from the first instant of a new run, even
         # before the plan has loaded: queries and operator actions see it.
         self._state = request.state or MonitorState()
@@ -120,19 +141,128 @@ class HealthMonitorWorkflow:
         # Never while a promotion is in flight: its outcome must land in this run's state.
         return workflow.info().is_continue_as_new_suggested() and self._promotion is None
 
-    # --- watches --------------------------------------------------------------------------
+    # --- market-data feeds: the other action ----------------------------------------------
 
-    def _start_watch(self, vantage: VantagePlan) -> None:
-        plan = self._plan
-        assert plan is not None
+    async def _run_feed(self, request: MonitorRequest, feed: str) -> None:
+        plan = await workflow.execute_activity(
+            "load_feed_plan",
+            FeedPlanRequest(feed=feed),
+            result_type=FeedPlan,
+            start_to_close_timeout=timedelta(seconds=15),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        )
+        ranked = sorted(plan.sources, key=lambda s: s.rank)
+        policy = FeedPolicy(
+            ranked_sources=[s.name for s in ranked],
+            vantages=[v.name for v in plan.vantages],
+            recovery_window_s=plan.recovery_window_s,
+        )
+        self._feed_plan, self._feed_policy = plan, policy
+        self._feed = request.feed_state or FeedState(active=ranked[0].name)
+        watches: dict[tuple[str, str], ActivityHandle[WatchResult]] = {}
+        counters: dict[tuple[str, str], ProbeCounters] = {}
+
+        def start(source: SourcePlan, vantage: VantagePlan) -> None:
+            seen = self._feed_state.verdicts.get(source.name, {})
+            reported = seen.get(vantage.name, Verdict.UNKNOWN)
+            watches[(source.name, vantage.name)] = self._watch(
+                vantage,
+                ProbeTarget(name=source.name, kind="market_data", url=source.url),
+                reported,
+                counters.get((source.name, vantage.name)),
+                plan,
+            )
+
+        for source in ranked:
+            for vantage in plan.vantages:
+                start(source, vantage)
+        while not workflow.info().is_continue_as_new_suggested():
+            wait = next_recovery_check(self._feed_state, workflow.now(), policy)
+            # A timeout means a recovery window may have completed: re-evaluate.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: (
+                        any(w.done() for w in watches.values())
+                        or workflow.info().is_continue_as_new_suggested()
+                    ),
+                    timeout=timedelta(seconds=wait) if wait is not None else None,
+                )
+            for source in ranked:
+                for vantage in plan.vantages:
+                    watch = watches[(source.name, vantage.name)]
+                    if not watch.done():
+                        continue
+                    try:
+                        result = watch.result()
+                    except ActivityError as err:
+                        workflow.logger.warning("watch of %s ended: %s", source.name, err)
+                    else:
+                        counters[(source.name, vantage.name)] = result.counters
+                        self._feed = record_verdict(
+                            self._feed_state, source.name, vantage.name, result.verdict,
+                            workflow.now(), policy,
+                        )  # fmt: skip
+                    start(source, vantage)
+            await self._maybe_switch(feed, policy)
+        pending = list(watches.values())
+        for watch in pending:
+            watch.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(MonitorRequest(feed=feed, feed_state=self._feed))
+
+    async def _maybe_switch(self, feed: str, policy: FeedPolicy) -> None:
+        switch = choose_source(self._feed_state, workflow.now(), policy)
+        if switch is None:
+            return
+        try:
+            await workflow.execute_activity(
+                "switch_feed_source",
+                FeedSwitchRequest(feed=feed, source=switch.to_source, reason=switch.reason),
+                result_type=FeedSwitchResult,
+                start_to_close_timeout=timedelta(seconds=90),
+                retry_policy=SERVICE_RETRY,
+            )
+        except ActivityError as err:
+            # Not applied: the next verdict or timer re-evaluates and tries again.
+            workflow.logger.error("switching %s to %s failed: %s", feed, switch.to_source, err)
+            return
+        self._feed = apply_switch(self._feed_state, switch)
+
+    @property
+    def _feed_state(self) -> FeedState:
+        assert self._feed is not None, "feed state is set before any watch starts"
+        return self._feed
+
+    @workflow.query(name="feed_status")
+    def feed_status(self) -> FeedStatus:
+        policy = self._feed_policy
+        sources = policy.ranked_sources if policy else []
+        return FeedStatus(
+            feed=self._feed_plan.feed if self._feed_plan else "",
+            active=self._feed.active if self._feed else "",
+            source_verdicts={
+                s: source_verdict(self._feed, s, policy)
+                for s in sources
+                if self._feed is not None and policy is not None
+            },
+            vantage_verdicts=dict(self._feed.verdicts) if self._feed else {},
+            switches=list(self._feed.switches) if self._feed else [],
+            history_length=workflow.info().get_current_history_length(),
+        )
+
+    def _watch(
+        self,
+        vantage: VantagePlan,
+        target: ProbeTarget,
+        reported: Verdict,
+        counters: ProbeCounters | None,
+        plan: MonitorPlan | FeedPlan,
+    ) -> ActivityHandle[WatchResult]:
         request = WatchRequest(
             vantage=vantage.name,
-            target=ProbeTarget(
-                name=f"{plan.system}:{self._active_region}",
-                kind="oms",
-                url=plan.oms_urls[self._active_region],
-            ),
-            reported=self._state.verdicts.get(vantage.name, Verdict.UNKNOWN),
+            target=target,
+            reported=reported,
             interval_s=plan.interval_s,
             latency_threshold_ms=plan.latency_threshold_ms,
             freshness_threshold_s=plan.freshness_threshold_s,
@@ -140,9 +270,9 @@ class HealthMonitorWorkflow:
             recovery_count=plan.recovery_count,
             max_lifetime_s=plan.watch_lifetime_s,
             http_proxy=vantage.http_proxy,
-            counters=self._counters.get(vantage.name),
+            counters=counters,
         )
-        self._watches[vantage.name] = workflow.start_activity(
+        return workflow.start_activity(
             "watch_target",
             request,
             result_type=WatchResult,
@@ -150,6 +280,23 @@ class HealthMonitorWorkflow:
             start_to_close_timeout=timedelta(seconds=plan.watch_lifetime_s + 60),
             heartbeat_timeout=timedelta(seconds=plan.interval_s * 3 + 5),
             retry_policy=WATCH_RETRY,
+        )
+
+    # --- watches --------------------------------------------------------------------------
+
+    def _start_watch(self, vantage: VantagePlan) -> None:
+        plan = self._plan
+        assert plan is not None
+        self._watches[vantage.name] = self._watch(
+            vantage,
+            ProbeTarget(
+                name=f"{plan.system}:{self._active_region}",
+                kind="oms",
+                url=plan.oms_urls[self._active_region],
+            ),
+            self._state.verdicts.get(vantage.name, Verdict.UNKNOWN),
+            self._counters.get(vantage.name),
+            plan,
         )
 
     def _on_watch_done(self, vantage: VantagePlan, watch: ActivityHandle[WatchResult]) -> None:

@@ -26,7 +26,7 @@ def test_every_component_is_healthy_and_dr_is_within_1s_of_the_primary(lab: LabR
     assert names == {
         "temporal", "nats", "route53", "venue-alpha", "venue-beta", "venue-gamma",
         "md-a", "md-b", "md-c", "oms-primary", "oms-dr", "worker", "alerts",
-        "proxy-dr", "proxy-obs-a", "proxy-obs-b",
+        "proxy-dr", "proxy-obs-a", "proxy-obs-b", "md-consumer",
     }  # fmt: skip
     assert status["replication"]["in_sync_within_1s"] is True
     assert status["temporal_ui"].startswith("http://127.0.0.1:")
@@ -90,7 +90,9 @@ def test_route53_has_the_weighted_records_primary_100_dr_0(lab: LabRun) -> None:
     }
     assert weights[("oms.lab.example.", "primary")] == 100
     assert weights[("oms.lab.example.", "dr")] == 0
-    assert weights[("md.lab.example.", "primary")] == 100
+    # The feed has one weighted entry per market-data source, its rank-1 source active.
+    assert weights[("md.lab.example.", "md-a")] == 100
+    assert weights[("md.lab.example.", "md-b")] == weights[("md.lab.example.", "md-c")] == 0
 
 
 def test_temporal_has_the_review_search_attributes(lab: LabRun) -> None:

@@ -1,0 +1,5 @@
+"""The lab's market-data consumer: `python -m lab.md_consumer --feed lab-md --nats URL ...`."""
+
+from lab.md_consumer.app import ActiveSource, MarketDataConsumer, active_source_key, create_app
+
+__all__ = ["ActiveSource", "MarketDataConsumer", "active_source_key", "create_app"]

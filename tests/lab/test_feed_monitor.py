@@ -1,0 +1,107 @@
+"""Market-data failover on the real lab: a bad primary source is left, and taken back later.
+
+One lab and one feed monitor for the module; each scenario starts from md-a active and healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from lab.processes import wait_until
+from lab.stack import LabPaths, read_secrets
+from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV
+from tests.lab.conftest import LabRun, drctl_runbook, start_lab
+
+# freshness_threshold_s + confirmation_count x interval_s + one interval, in the lab topology
+DETECTION_BUDGET_S = 2.0 + 3 * 1.0 + 1.0
+RECOVERY_S = 5 * 1.0 + 5.0  # recovery_count x interval_s + the feed's recovery window
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
+    run = start_lab(tmp_path_factory.mktemp("lab"))
+    try:
+        started = drctl_runbook(run, "monitor", "start", "--feed", "lab-md")
+        assert started.returncode == 0, started.stderr
+        yield run
+    finally:
+        run.drctl("down")
+
+
+def feed(lab: LabRun) -> dict[str, Any]:
+    result = drctl_runbook(lab, "monitor", "status", "--feed", "lab-md", "--json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def settled_on_md_a(lab: LabRun) -> bool:
+    status = feed(lab)
+    return status["active"] == "md-a" and set(status["source_verdicts"].values()) == {"healthy"}
+
+
+def dns_weights(lab: LabRun) -> dict[str, int]:
+    secrets = read_secrets(LabPaths(lab.root))
+    client = boto3.client(
+        "route53", endpoint_url=lab.url("route53"), region_name="us-east-1",
+        aws_access_key_id=secrets[AWS_KEY_ENV], aws_secret_access_key=secrets[AWS_SECRET_ENV],
+    )  # fmt: skip
+    zone = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
+    records = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return {r["SetIdentifier"]: r["Weight"] for r in records if r["Name"] == "md.lab.example."}
+
+
+def fault_moves_the_feed_to_md_b(lab: LabRun, fault: str) -> float:
+    assert wait_until(lambda: settled_on_md_a(lab), 40, poll_s=0.5)
+    faulted_at = time.time()
+    assert lab.drctl("chaos", fault, "md", "md-a").returncode == 0
+    assert wait_until(lambda: feed(lab)["active"] == "md-b", 20, poll_s=0.2)
+    assert lab.drctl("chaos", "heal", "md", "md-a").returncode == 0
+    # From the fault to the switch as the monitor recorded it (not when this test noticed).
+    switched_at = datetime.fromisoformat(feed(lab)["switches"][-1]["at"]).timestamp()
+    return switched_at - faulted_at
+
+
+def test_stale_ticks_move_the_feed_to_the_secondary_and_everything_follows(lab: LabRun) -> None:
+    took = fault_moves_the_feed_to_md_b(lab, "stale")
+    assert took <= DETECTION_BUDGET_S + 1.0
+    assert dns_weights(lab) == {"md-a": 0, "md-b": 100, "md-c": 0}
+    assert wait_until(lambda: lab.get("md-consumer", "/health")["following"] == "md-b", 5)
+    assert wait_until(lambda: lab.get("md-consumer", "/health")["last_tick_source"] == "md-b", 5)
+    assert "md-a down" in feed(lab)["switches"][-1]["reason"]
+
+
+def test_the_primary_source_is_taken_back_only_after_the_recovery_window(lab: LabRun) -> None:
+    healed = time.monotonic()
+    assert wait_until(lambda: feed(lab)["active"] == "md-a", RECOVERY_S + 15, poll_s=0.3)
+    assert time.monotonic() - healed >= 5.0  # never before the recovery window
+    assert "recovery window" in feed(lab)["switches"][-1]["reason"]
+    assert dns_weights(lab) == {"md-a": 100, "md-b": 0, "md-c": 0}
+    assert wait_until(lambda: lab.get("md-consumer", "/health")["following"] == "md-a", 5)
+
+
+def test_duplicated_sequence_numbers_move_the_feed(lab: LabRun) -> None:
+    assert fault_moves_the_feed_to_md_b(lab, "dup-seq") <= DETECTION_BUDGET_S + 1.0
+    assert "md-a down" in feed(lab)["switches"][-1]["reason"]
+
+
+def test_reversed_sequence_numbers_move_the_feed(lab: LabRun) -> None:
+    assert fault_moves_the_feed_to_md_b(lab, "reversed-seq") <= DETECTION_BUDGET_S + 1.0
+
+
+def test_a_partitioned_vantage_point_alone_moves_nothing(lab: LabRun) -> None:
+    assert wait_until(lambda: settled_on_md_a(lab), 40, poll_s=0.5)
+    switches = len(feed(lab)["switches"])
+    assert lab.drctl("chaos", "partition", "vantage", "obs-a").returncode == 0
+    try:
+        assert wait_until(lambda: feed(lab)["vantage_verdicts"]["md-a"]["obs-a"] == "down", 15)
+        assert not wait_until(lambda: len(feed(lab)["switches"]) != switches, DETECTION_BUDGET_S)
+        assert feed(lab)["active"] == "md-a"
+    finally:
+        assert lab.drctl("chaos", "heal", "vantage", "obs-a").returncode == 0
