@@ -51,6 +51,8 @@ class FeedState(BaseModel):
     # When a majority last started seeing each source HEALTHY without a break (None: not now).
     healthy_since: dict[str, AwareDatetime | None] = Field(default_factory=dict)
     switches: Annotated[list[SourceSwitch], Field(max_length=50)] = Field(default_factory=list)
+    # Maintenance: keep watching, never switch.
+    paused_by: str | None = None
 
 
 class FeedPolicy(BaseModel):
@@ -98,7 +100,9 @@ def record_verdict(
 
 
 def choose_source(state: FeedState, at: datetime, policy: FeedPolicy) -> SourceSwitch | None:
-    """The switch to make now, if any."""
+    """The switch to make now, if any (never while paused)."""
+    if state.paused_by is not None:
+        return None
     ranked = policy.ranked_sources
     active = state.active
     if source_verdict(state, active, policy) is Verdict.DOWN:

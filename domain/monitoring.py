@@ -76,6 +76,7 @@ class FeedStatus(BaseModel):
     source_verdicts: dict[str, Verdict]
     vantage_verdicts: dict[str, dict[str, Verdict]]
     switches: list[SourceSwitch]
+    paused_by: str | None
     history_length: int
 
 

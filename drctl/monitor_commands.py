@@ -37,8 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         cmd = cmds.add_parser(name, help=helptext)
         target = cmd.add_mutually_exclusive_group(required=True)
         target.add_argument("--system", help="a trading system: fails over to DR")
-        if name in ("start", "status"):
-            target.add_argument("--feed", help="a market-data feed: switches its source")
+        target.add_argument("--feed", help="a market-data feed: switches its source")
         if name in ("pause", "resume", "ack"):
             cmd.add_argument("--as", dest="identity", required=True)
             cmd.add_argument("--comment", default="")
@@ -49,8 +48,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 async def _dispatch(name: str, args: argparse.Namespace) -> int:
     topology = topology_of(args)
-    if getattr(args, "feed", None):
+    if args.feed and name in ("start", "status"):
         return await _feed_command(name, topology, args.feed, getattr(args, "json", False))
+    if args.feed:
+        if args.feed not in {f.name for f in topology.feeds}:
+            raise CommandError(
+                f"no feed named {args.feed!r}; known: {[f.name for f in topology.feeds]}"
+            )
+        return await _update(
+            await connect(topology), feed_monitor_workflow_id(args.feed), name, args
+        )
     try:
         system = topology.system(args.system)
     except KeyError as exc:
@@ -60,8 +67,12 @@ async def _dispatch(name: str, args: argparse.Namespace) -> int:
         return await _start(client, topology, system.name, system.dr_region)
     if name == "status":
         return await _status(client, topology, system.name, args.json)
+    return await _update(client, monitor_workflow_id(system.name), name, args)
+
+
+async def _update(client: Client, workflow_id: str, name: str, args: argparse.Namespace) -> int:
     action = OperatorAction(by=args.identity, comment=args.comment)
-    handle = client.get_workflow_handle(monitor_workflow_id(system.name))
+    handle = client.get_workflow_handle(workflow_id)
     try:
         print(await handle.execute_update(name, action, result_type=str))
     except WorkflowUpdateFailedError as exc:
@@ -102,6 +113,8 @@ async def _feed_command(name: str, topology: Topology, feed: str, as_json: bool)
         return 0
     verdicts = ", ".join(f"{s}={v.value}" for s, v in status.source_verdicts.items())
     print(f"{feed}: active source {status.active} ({verdicts})")
+    if status.paused_by:
+        print(f"  paused by {status.paused_by}: no switch until resumed")
     for switch in status.switches[-5:]:
         print(f"  {switch.at:%H:%M:%S} {switch.from_source} -> {switch.to_source}: {switch.reason}")
     return 0

@@ -91,6 +91,7 @@ class HealthMonitorWorkflow:
         self._feed: FeedState | None = None
         self._feed_plan: FeedPlan | None = None
         self._feed_policy: FeedPolicy | None = None
+        self._resumed_feed = False
         self._promotion: asyncio.Future[None] | None = None
         self._promotion_id: str | None = None
 
@@ -183,6 +184,7 @@ class HealthMonitorWorkflow:
                 await workflow.wait_condition(
                     lambda: (
                         any(w.done() for w in watches.values())
+                        or self._resumed_feed
                         or workflow.info().is_continue_as_new_suggested()
                     ),
                     timeout=timedelta(seconds=wait) if wait is not None else None,
@@ -203,6 +205,7 @@ class HealthMonitorWorkflow:
                             workflow.now(), policy,
                         )  # fmt: skip
                     start(source, vantage)
+            self._resumed_feed = False
             await self._maybe_switch(feed, policy)
         pending = list(watches.values())
         for watch in pending:
@@ -248,6 +251,7 @@ class HealthMonitorWorkflow:
             },
             vantage_verdicts=dict(self._feed.verdicts) if self._feed else {},
             switches=list(self._feed.switches) if self._feed else [],
+            paused_by=self._feed.paused_by if self._feed else None,
             history_length=workflow.info().get_current_history_length(),
         )
 
@@ -372,28 +376,39 @@ class HealthMonitorWorkflow:
 
     async def _ready(self) -> None:
         # An operator can act before the plan has loaded; the action waits for it.
-        await workflow.wait_condition(lambda: self._policy is not None)
+        await workflow.wait_condition(
+            lambda: self._policy is not None or self._feed_policy is not None
+        )
 
     @workflow.update(name="pause")
     async def pause(self, action: OperatorAction) -> str:
         await self._ready()
-        self._apply(Paused(by=action.by, at=workflow.now()))
+        if self._feed is not None:
+            self._feed = self._feed.model_copy(update={"paused_by": action.by})
+        else:
+            self._apply(Paused(by=action.by, at=workflow.now()))
         return f"paused by {action.by}"
 
     @pause.validator
     def _validate_pause(self, action: OperatorAction) -> None:
-        if self._state.paused:
-            raise ValueError(f"already paused by {self._state.paused_by}")
+        paused_by = self._feed.paused_by if self._feed is not None else self._state.paused_by
+        if paused_by is not None:
+            raise ValueError(f"already paused by {paused_by}")
 
     @workflow.update(name="resume")
     async def resume(self, action: OperatorAction) -> str:
         await self._ready()
-        self._apply(Resumed(by=action.by, at=workflow.now()))
+        if self._feed is not None:
+            self._feed = self._feed.model_copy(update={"paused_by": None})
+            self._resumed_feed = True
+        else:
+            self._apply(Resumed(by=action.by, at=workflow.now()))
         return f"resumed by {action.by}"
 
     @resume.validator
     def _validate_resume(self, action: OperatorAction) -> None:
-        if not self._state.paused:
+        paused = self._feed.paused_by is not None if self._feed is not None else self._state.paused
+        if not paused:
             raise ValueError("the monitor is not paused")
 
     @workflow.update(name="ack")
@@ -404,6 +419,8 @@ class HealthMonitorWorkflow:
 
     @ack.validator
     def _validate_ack(self, action: OperatorAction) -> None:
+        if self._feed is not None:
+            raise ValueError("a feed monitor switches sources without acks; nothing to acknowledge")
         if not self._state.needs_ack:
             raise ValueError("nothing to acknowledge: no automatic failover is awaiting an ack")
 

@@ -105,3 +105,21 @@ def test_a_partitioned_vantage_point_alone_moves_nothing(lab: LabRun) -> None:
         assert feed(lab)["active"] == "md-a"
     finally:
         assert lab.drctl("chaos", "heal", "vantage", "obs-a").returncode == 0
+
+
+def test_a_paused_feed_monitor_watches_but_never_switches(lab: LabRun) -> None:
+    assert wait_until(lambda: settled_on_md_a(lab), 40, poll_s=0.5)
+    paused = drctl_runbook(lab, "monitor", "pause", "--feed", "lab-md", "--as", "maint")
+    assert paused.returncode == 0 and paused.stdout.strip() == "paused by maint"
+    assert lab.drctl("chaos", "stale", "md", "md-a").returncode == 0
+    try:
+        assert wait_until(lambda: feed(lab)["source_verdicts"]["md-a"] == "down", 20)
+        assert feed(lab)["active"] == "md-a"
+        resumed = drctl_runbook(lab, "monitor", "resume", "--feed", "lab-md", "--as", "maint")
+        assert resumed.returncode == 0
+        # A standing majority DOWN switches as soon as the monitor is resumed.
+        assert wait_until(lambda: feed(lab)["active"] == "md-b", 10, poll_s=0.2)
+    finally:
+        assert lab.drctl("chaos", "heal", "md", "md-a").returncode == 0
+    refused = drctl_runbook(lab, "monitor", "ack", "--feed", "lab-md", "--as", "maint")
+    assert refused.returncode == 1 and "nothing to acknowledge" in refused.stderr
