@@ -64,7 +64,8 @@ async def _dispatch(name: str, args: argparse.Namespace) -> int:
         raise CommandError(str(exc.args[0])) from None
     client = await connect(topology)
     if name == "start":
-        return await _start(client, topology, system.name, system.dr_region)
+        request = MonitorRequest(system=system.name)
+        return await _start(client, topology, monitor_workflow_id(system.name), request)
     if name == "status":
         return await _status(client, topology, system.name, args.json)
     return await _update(client, monitor_workflow_id(system.name), name, args)
@@ -89,19 +90,7 @@ async def _feed_command(name: str, topology: Topology, feed: str, as_json: bool)
     client = await connect(topology)
     workflow_id = feed_monitor_workflow_id(feed)
     if name == "start":
-        try:
-            handle = await client.start_workflow(
-                HEALTH_MONITOR_WORKFLOW,
-                MonitorRequest(feed=feed),
-                id=workflow_id,
-                task_queue=region_task_queue(topology.systems[0].dr_region),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            )
-        except WorkflowAlreadyStartedError:
-            print(f"{workflow_id} is already running")
-            return 0
-        print(f"started {workflow_id}: {ui_link(topology, workflow_id, handle.result_run_id)}")
-        return 0
+        return await _start(client, topology, workflow_id, MonitorRequest(feed=feed))
     try:
         status = await client.get_workflow_handle(workflow_id).query(
             "feed_status", result_type=FeedStatus
@@ -120,15 +109,18 @@ async def _feed_command(name: str, topology: Topology, feed: str, as_json: bool)
     return 0
 
 
-async def _start(client: Client, topology: Topology, system: str, dr_region: str) -> int:
-    workflow_id = monitor_workflow_id(system)
+async def _start(
+    client: Client, topology: Topology, workflow_id: str, request: MonitorRequest
+) -> int:
+    """Start a monitor; one already running under the same id is left alone (exit 0)."""
+    system = topology.system(request.system) if request.system else topology.systems[0]
     try:
         handle = await client.start_workflow(
             HEALTH_MONITOR_WORKFLOW,
-            MonitorRequest(system=system),
+            request,
             id=workflow_id,
-            # The monitor must outlive the primary region: it runs on the DR side's workers.
-            task_queue=region_task_queue(dr_region),
+            # A monitor must outlive the primary region: it runs on the DR side's workers.
+            task_queue=region_task_queue(system.dr_region),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
