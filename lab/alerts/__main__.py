@@ -13,15 +13,9 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from lab.alerts.app import create_app
+from lab.cli_args import port_number
 from lab.service import serve
 from lab.topology_gen import ALERT_URL_ENV
-
-
-def port_number(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text}: a port is between 1 and 65535")
-    return port
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -6,24 +6,12 @@ import argparse
 import re
 from collections.abc import Sequence
 
-from pydantic import TypeAdapter, ValidationError
-
-from domain.topology import Name
+from lab.cli_args import lab_name, port_number, positive_int
 from lab.marketdata.app import create_app
 from lab.service import serve
 
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "ESZ6")
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9./-]{0,15}$")
-
-
-def source_name(text: str) -> str:
-    # The same rule as a source's name in the topology, so the lab's names always fit it.
-    try:
-        return TypeAdapter(Name).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use lower-case letters, digits and '-' (e.g. md-a)"
-        ) from None
 
 
 def symbol_list(text: str) -> tuple[str, ...]:
@@ -38,26 +26,12 @@ def symbol_list(text: str) -> tuple[str, ...]:
     return symbols
 
 
-def port_number(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text}: a port is between 1 and 65535")
-    return port
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be a positive number")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lab.marketdata",
         description="Serve a simulated market-data source on 127.0.0.1.",
     )
-    parser.add_argument("--name", required=True, type=source_name)
+    parser.add_argument("--name", required=True, type=lab_name)
     parser.add_argument("--port", required=True, type=port_number)
     parser.add_argument("--symbols", type=symbol_list, default=DEFAULT_SYMBOLS)
     parser.add_argument("--tick-interval-ms", type=positive_int, default=100)

@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 
 # The same rules as the market-data source's own flags, so a name valid there is valid here.
-from lab.marketdata.__main__ import port_number, positive_int, source_name
+from lab.cli_args import lab_name, port_number, positive_int
 from lab.md_consumer.app import MarketDataConsumer, create_app
 from lab.service import serve
 
@@ -37,14 +37,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "and serve what it receives on 127.0.0.1."
         ),
     )
-    parser.add_argument("--feed", required=True, type=source_name)
+    parser.add_argument("--feed", required=True, type=lab_name)
     parser.add_argument("--nats", required=True, type=nats_url, help="e.g. nats://127.0.0.1:4222")
-    parser.add_argument("--bucket", required=True, type=source_name, help="e.g. dr-leases")
+    parser.add_argument("--bucket", required=True, type=lab_name, help="e.g. dr-leases")
     parser.add_argument("--port", required=True, type=port_number)
     parser.add_argument(
         "--default-source",
         required=True,
-        type=source_name,
+        type=lab_name,
         help="followed while md/<feed>/active is not set",
     )
     parser.add_argument("--default-url", required=True, type=http_url)

@@ -13,27 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pydantic import TypeAdapter, ValidationError
-
-from domain.topology import Name
+from lab.cli_args import lab_name, port_number
 from lab.proxy.server import VantageProxy, run_proxy
-
-
-def vantage_name(text: str) -> str:
-    # The same rule as a vantage point's name in the topology, so every lab vantage point fits it.
-    try:
-        return TypeAdapter(Name).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use lower-case letters, digits and '-' (e.g. dr)"
-        ) from None
-
-
-def port_number(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text}: a port is between 1 and 65535")
-    return port
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,7 +22,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m lab.proxy",
         description="Serve a vantage point's HTTP forward proxy (its network path) on 127.0.0.1.",
     )
-    parser.add_argument("--name", required=True, type=vantage_name, help="the vantage point")
+    parser.add_argument("--name", required=True, type=lab_name, help="the vantage point")
     parser.add_argument("--port", required=True, type=port_number)
     return parser.parse_args(argv)
 
