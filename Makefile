@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test down lint typecheck bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: demo test down lint typecheck bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +17,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The primary region dies at 10:02: the health monitor sees it from a quorum of vantage points
-# and starts the promotion by itself. The lab stays up afterwards so the run can be explored
-# in the Temporal UI; `make down` stops it.
+# and starts the promotion by itself; the demo ends with the failover's HTML review. The lab
+# stays up afterwards so the run can be explored in the Temporal UI; `make down` stops it.
 demo: $(STAMP)
 	$(BIN)/drctl lab down >/dev/null
 	$(BIN)/drctl lab up --detach
@@ -26,6 +29,8 @@ demo: $(STAMP)
 	$(BIN)/drctl status --system lab --wait 120
 	$(BIN)/drctl monitor status --system lab
 	$(BIN)/drctl lab alerts
+	$(BIN)/drctl report dr-promotion/lab --format html -o .lab/reports/failover.html
+	@echo "open the failover's review: $(CURDIR)/.lab/reports/failover.html"
 
 down:
 	@if [ -x $(BIN)/drctl ]; then $(BIN)/drctl lab down; fi
@@ -37,7 +42,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+# The HTML review report is tested in a real browser: Debian's Chromium, which Playwright only
+# drives (it never downloads a browser of its own here).
+chromium:
+	@command -v chromium >/dev/null || ($(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium))
+
+test: $(STAMP) lint typecheck chromium
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

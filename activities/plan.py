@@ -36,6 +36,8 @@ POSITION_ROUND_PAUSE_S = 0.2
 class PlanRequest(BaseModel):
     system: str
     to_region: str | None = None
+    # Failback: promote the system's primary region, whatever the topology calls it.
+    to_primary: bool = False
 
 
 class MonitorPlanRequest(BaseModel):
@@ -63,7 +65,8 @@ class PlanActivities:
             system = self._topology.system(request.system)
         except KeyError as exc:
             raise ApplicationError(str(exc.args[0]), non_retryable=True) from None
-        to_region = request.to_region or system.dr_region
+        default = system.primary_region if request.to_primary else system.dr_region
+        to_region = request.to_region or default
         regions = {
             system.primary_region: system.primary_oms_url,
             system.dr_region: system.dr_oms_url,

@@ -107,6 +107,13 @@ class OperatorAction(BaseModel):
     comment: Annotated[str, Field(max_length=500)] = ""
 
 
+class RetargetAction(OperatorAction):
+    """Watch another region from now on: a planned promotion or a failback moved the active
+    side, and the monitor must guard the side that trades."""
+
+    region: Name
+
+
 class MonitorStatus(BaseModel):
     system: str
     phase: MonitorPhase
@@ -119,3 +126,5 @@ class MonitorStatus(BaseModel):
     last_action_at: datetime | None
     promotion_workflow_id: str | None
     history_length: int
+    # Defaulted: a status from a monitor started before it existed still decodes.
+    cooldown_s: float | None = None

@@ -45,6 +45,9 @@ class DrOutcome(StrEnum):
     HELD_REDUCE_ONLY = "held_reduce_only"
     REFUSED = "refused"
     ABORTED = "aborted"
+    # Drills only: the runbooks worked and met the drill's objectives, or did not.
+    PASSED = "passed"
+    FAILED = "failed"
 
 
 class _Boundary(BaseModel):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AnyHttpUrl,
@@ -115,6 +117,55 @@ class WeightedRecord(_Model):
         return self
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class BlackoutWindow(_Model):
+    """A time no drill may start, such as market hours: ``start`` to ``end`` (HH:MM, local to
+    the system's drill timezone) on each of ``days``. A window may not cross midnight; write
+    an overnight window as two."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    start: time
+    end: time
+    reason: Annotated[str, Field(max_length=200)] = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(
+                f"blackout end {self.end:%H:%M} is not after start {self.start:%H:%M}; "
+                "a window that crosses midnight is written as two windows"
+            )
+        return self
+
+    def describe(self) -> str:
+        days = ",".join(self.days)
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{days} {self.start:%H:%M}-{self.end:%H:%M}{why}"
+
+
+class DrillConfig(_Model):
+    """When drills may run. ``catchup_window_s``: how late a scheduled drill may still start
+    after a Temporal outage; later than that it is skipped, never fired stale."""
+
+    timezone: str = "UTC"
+    blackouts: list[BlackoutWindow] = Field(default_factory=list)
+    catchup_window_s: Seconds = 300.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {name!r} (use an IANA name such as Europe/London)"
+            ) from None
+        return name
+
+
 class SystemConfig(_Model):
     """A protected trading system: one primary OMS, one warm DR OMS."""
 
@@ -132,6 +183,7 @@ class SystemConfig(_Model):
     # a decision, before giving up (approval) or paging and holding reduce-only (decision).
     approval_timeout_s: Seconds = 3600.0
     decision_timeout_s: Seconds = 900.0
+    drill: DrillConfig = DrillConfig()
 
     @model_validator(mode="after")
     def _regions_differ(self) -> Self:
@@ -200,6 +252,14 @@ class AlertWebhook(_Model):
     url_env: EnvVarName
 
 
+class LabControlConfig(_Model):
+    """The embedded lab's control API: how a drill injects a real fault. Absent elsewhere, where
+    a drill runs a planned switchover instead."""
+
+    control_url: AnyHttpUrl
+    api_key_env: EnvVarName
+
+
 class Topology(_Model):
     temporal: TemporalConfig = TemporalConfig()
     lease: LeaseConfig = LeaseConfig()
@@ -211,6 +271,7 @@ class Topology(_Model):
     vantage_points: list[VantagePoint] = Field(default_factory=list)
     feeds: list[FeedConfig] = Field(default_factory=list)
     alerts: list[AlertWebhook] = Field(default_factory=list)
+    lab: LabControlConfig | None = None
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Self:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from domain.topology import TopologyError
-from drctl import lab_commands, monitor_commands, runbook_commands
+from drctl import drill_commands, lab_commands, monitor_commands, review_commands, runbook_commands
 from drctl.runbook_commands import CommandError
 from lab.processes import LabError
 
@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     runbook_commands.add_parsers(sub)
     monitor_commands.add_parser(sub)
+    drill_commands.add_parsers(sub)
     lab_commands.add_parser(sub)
+    review_commands.add_parsers(sub)
     return parser
 
 

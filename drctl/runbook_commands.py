@@ -126,7 +126,7 @@ async def connect(topology: Topology) -> Client:
         ) from None
 
 
-def _identity(args: argparse.Namespace) -> str:
+def operator_identity(args: argparse.Namespace) -> str:
     return str(args.identity or os.environ.get("DRCTL_OPERATOR") or getpass.getuser())
 
 
@@ -145,7 +145,7 @@ async def _failover(args: argparse.Namespace) -> int:
     try:
         request = PromotionRequest(
             system=system.name,
-            requested_by=_identity(args),
+            requested_by=operator_identity(args),
             planned=args.planned,
             reason=args.reason,
         )

@@ -25,6 +25,7 @@ from lab.topology_gen import (
     ALERT_URL_ENV,
     AWS_KEY_ENV,
     AWS_SECRET_ENV,
+    LAB_CONTROL_KEY_ENV,
     MD_SOURCES,
     SYSTEM,
     VANTAGES,
@@ -44,7 +45,7 @@ class Component(BaseModel):
     pid: int
     kind: Literal[
         "temporal", "nats", "route53", "oms", "venue", "md", "worker", "alerts", "proxy",
-        "consumer",
+        "consumer", "control",
     ]  # fmt: skip
 
 
@@ -268,7 +269,25 @@ def build_specs(
             argv=_python("workers", "--config", topo, "--role", "all"),
             port=0,
             log_path=logs / "worker.log",
-            secret_env=[*venue_secrets, AWS_KEY_ENV, AWS_SECRET_ENV, ALERT_URL_ENV],
+            secret_env=[
+                *venue_secrets,
+                AWS_KEY_ENV,
+                AWS_SECRET_ENV,
+                ALERT_URL_ENV,
+                LAB_CONTROL_KEY_ENV,
+            ],
+        ),
+    )
+    # It restarts healed processes, so it needs every secret they need.
+    specs["control"] = (
+        "control",
+        ProcessSpec(
+            name="control",
+            argv=_python("lab.control", "--root", str(paths.root), "--port", str(ports.control)),
+            port=ports.control,
+            health_url=f"http://127.0.0.1:{ports.control}/health",
+            log_path=logs / "control.log",
+            secret_env=[*venue_secrets, ALERT_URL_ENV, LAB_CONTROL_KEY_ENV],
         ),
     )
     return specs
@@ -279,7 +298,7 @@ STAGES: list[list[str]] = [
     ["temporal", "nats", "route53", "alerts", *(f"proxy-{v}" for v in VANTAGES)],
     [*(f"venue-{v}" for v in VENUES), *MD_SOURCES, "md-consumer"],
     ["oms-primary"],
-    ["oms-dr", "worker"],
+    ["oms-dr", "worker", "control"],
 ]
 
 
@@ -296,6 +315,7 @@ def choose_ports(auto: bool, overrides: list[str] | None = None) -> LabPorts:
             oms_primary=processes.free_port(),
             oms_dr=processes.free_port(),
             md_consumer=processes.free_port(),
+            control=processes.free_port(),
             venues=[processes.free_port() for _ in VENUES],
             md=[processes.free_port() for _ in MD_SOURCES],
             proxies=[processes.free_port() for _ in VANTAGES],

@@ -22,6 +22,7 @@ ZONE = "lab.example."
 AWS_KEY_ENV = "LAB_AWS_ACCESS_KEY_ID"
 AWS_SECRET_ENV = "LAB_AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable name
 ALERT_URL_ENV = "LAB_ALERT_WEBHOOK_URL"
+LAB_CONTROL_KEY_ENV = "LAB_CONTROL_API_KEY"
 
 
 def venue_key_env(venue: str) -> str:
@@ -40,6 +41,7 @@ class LabPorts(BaseModel):
     md: list[int] = [18121, 18122, 18123]
     proxies: list[int] = [18131, 18132, 18133]
     md_consumer: int = 18140
+    control: int = 18150
 
     def all(self) -> dict[str, int]:
         named = {
@@ -51,6 +53,7 @@ class LabPorts(BaseModel):
             "oms-primary": self.oms_primary,
             "oms-dr": self.oms_dr,
             "md-consumer": self.md_consumer,
+            "control": self.control,
         }
         named |= {f"venue-{v}": p for v, p in zip(VENUES, self.venues, strict=True)}
         named |= {m: p for m, p in zip(MD_SOURCES, self.md, strict=True)}
@@ -83,6 +86,7 @@ def lab_secrets(alerts_port: int) -> dict[str, str]:
     values[AWS_KEY_ENV] = "testing"
     values[AWS_SECRET_ENV] = secrets.token_urlsafe(24)
     values[ALERT_URL_ENV] = f"http://127.0.0.1:{alerts_port}/alerts/{secrets.token_urlsafe(12)}"
+    values[LAB_CONTROL_KEY_ENV] = secrets.token_urlsafe(24)
     return values
 
 
@@ -184,6 +188,10 @@ ttl_s = 30
 [[alerts]]
 name = "lab-oncall"
 url_env = "{ALERT_URL_ENV}"
+
+[lab]
+control_url = "http://{host}:{ports.control}"
+api_key_env = "{LAB_CONTROL_KEY_ENV}"
 """
 
 

@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
 from activities.dns import DnsActivities
+from activities.drill import DrillActivities
 from activities.feeds import FeedActivities
 from activities.lease import LeaseError, LeaseStore, open_lease_store
 from activities.lease_activities import LeaseActivities
@@ -29,11 +30,10 @@ from activities.oms import OmsActivities
 from activities.plan import PlanActivities
 from activities.probes import ProbeActivities
 from activities.reconcile import ReconcileActivities
+from activities.runbook_control import RunbookControlActivities
 from activities.venues import VenueActivities
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
-from workflows.health_monitor import HealthMonitorWorkflow
-from workflows.promotion import PromotionWorkflow
-from workflows.venue_recovery import VenueRecoveryWorkflow
+from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger("workers")
 
@@ -53,7 +53,9 @@ def task_queues(topology: Topology, role: str) -> list[str]:
     return [role]
 
 
-def region_activities(topology: Topology, store: LeaseStore) -> list[Callable[..., Any]]:
+def region_activities(
+    topology: Topology, store: LeaseStore, client: Client
+) -> list[Callable[..., Any]]:
     """Everything a region's worker can do. All of it runs from the region it promotes."""
     lease = LeaseActivities(store)
     oms = OmsActivities()
@@ -64,6 +66,8 @@ def region_activities(topology: Topology, store: LeaseStore) -> list[Callable[..
     feeds = FeedActivities(topology)
     dns = DnsActivities(topology)
     alerts = AlertActivities(topology)
+    drills = DrillActivities(topology)
+    control = RunbookControlActivities(client)
     return [
         plan.load_promotion_plan,
         plan.load_monitor_plan,
@@ -86,6 +90,11 @@ def region_activities(topology: Topology, store: LeaseStore) -> list[Callable[..
         reconcile.still_open,
         dns.update_dns,
         alerts.notify,
+        drills.load_drill_plan,
+        drills.lab_fault,
+        control.monitor_control,
+        control.await_promotion,
+        control.approve_promotion,
     ]
 
 
@@ -100,12 +109,12 @@ async def run(topology: Topology, role: str) -> None:
         else None,
     )
     store = await open_lease_store(topology.lease)
-    activities = region_activities(topology, store)
+    activities = region_activities(topology, store, client)
     workers = [
         Worker(
             client,
             task_queue=queue,
-            workflows=[PromotionWorkflow, VenueRecoveryWorkflow, HealthMonitorWorkflow],
+            workflows=ALL_WORKFLOWS,
             activities=activities,
         )
         for queue in queues

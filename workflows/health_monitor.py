@@ -17,7 +17,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ActivityHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -53,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         MonitorRequest,
         MonitorStatus,
         OperatorAction,
+        RetargetAction,
         SourcePlan,
         VantagePlan,
     )
@@ -424,6 +430,34 @@ class HealthMonitorWorkflow:
         if not self._state.needs_ack:
             raise ValueError("nothing to acknowledge: no automatic failover is awaiting an ack")
 
+    @workflow.update(name="retarget")
+    async def retarget(self, action: RetargetAction) -> str:
+        await self._ready()
+        plan = self._plan
+        assert plan is not None
+        if action.region not in plan.oms_urls:
+            raise ApplicationError(
+                f"{plan.system} has regions {sorted(plan.oms_urls)}, not {action.region!r}"
+            )
+        if action.region == self._active_region:
+            return f"already watching {action.region}"
+        self._active_region = action.region
+        self._counters = {}
+        self._apply(
+            TargetSwitched(at=workflow.now(), detail=f"{action.by}: now watching {action.region}")
+        )
+        await self._stop_watches()
+        for vantage in plan.vantages:
+            self._start_watch(vantage)
+        return f"now watching {action.region} (retargeted by {action.by})"
+
+    @retarget.validator
+    def _validate_retarget(self, action: RetargetAction) -> None:
+        if self._feed is not None:
+            raise ValueError("a feed monitor follows its ranked sources; it has no region")
+        if self._promotion is not None:
+            raise ValueError("a promotion is in flight; the monitor retargets itself after it")
+
     @workflow.query(name="status")
     def status(self) -> MonitorStatus:
         plan = self._plan
@@ -442,4 +476,5 @@ class HealthMonitorWorkflow:
             last_action_at=self._state.last_action_at,
             promotion_workflow_id=self._promotion_id,
             history_length=workflow.info().get_current_history_length(),
+            cooldown_s=plan.cooldown_s if plan else None,
         )

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -62,13 +62,17 @@ with workflow.unsafe.imports_passed_through():
         VenueRecoveryReport,
         VenueRecoveryRequest,
     )
-    from workflows.steps import SERVICE_RETRY, StepLog, failure_message, parse_input
+    from workflows.steps import (
+        DR_KIND,
+        DR_OUTCOME,
+        DR_SYSTEM,
+        SERVICE_RETRY,
+        StepLog,
+        failure_message,
+        parse_input,
+    )
 
 T = TypeVar("T")
-
-DR_SYSTEM = SearchAttributeKey.for_keyword("DrSystem")
-DR_KIND = SearchAttributeKey.for_keyword("DrKind")
-DR_OUTCOME = SearchAttributeKey.for_keyword("DrOutcome")
 
 CONTROL_CALL = timedelta(seconds=15)
 CONTROL_RETRY = SERVICE_RETRY

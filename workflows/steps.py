@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -22,6 +22,11 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 INVALID_INPUT = "InvalidInput"
+
+# How past runs are found for review (`drctl incidents`): every runbook sets all three.
+DR_SYSTEM = SearchAttributeKey.for_keyword("DrSystem")
+DR_KIND = SearchAttributeKey.for_keyword("DrKind")
+DR_OUTCOME = SearchAttributeKey.for_keyword("DrOutcome")
 
 # For calls to an OMS or a venue: quick first retries, then backing off to a few seconds. A
 # step that still fails goes to its runbook's own failure handling, never silently on.

@@ -109,14 +109,12 @@ async def replay_and_record(topology_path: Path, workflow_ids: list[str], label:
     from temporalio.worker import Replayer
 
     from domain.topology import load_topology
-    from workflows.health_monitor import HealthMonitorWorkflow
-    from workflows.promotion import PromotionWorkflow
-    from workflows.venue_recovery import VenueRecoveryWorkflow
+    from workflows.registry import ALL_WORKFLOWS
 
     topology = load_topology(topology_path)
     client = await Client.connect(topology.temporal.address)
     replayer = Replayer(
-        workflows=[PromotionWorkflow, VenueRecoveryWorkflow, HealthMonitorWorkflow],
+        workflows=ALL_WORKFLOWS,
         data_converter=pydantic_data_converter,
     )
     record_dir = os.environ.get("DRCTL_RECORD_HISTORIES")

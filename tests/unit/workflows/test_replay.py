@@ -15,26 +15,27 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.health_monitor import HealthMonitorWorkflow
-from workflows.promotion import PromotionWorkflow
-from workflows.venue_recovery import VenueRecoveryWorkflow
+from workflows.registry import ALL_WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-def test_histories_of_both_workflows_are_recorded() -> None:
+def test_histories_of_every_workflow_are_recorded() -> None:
     names = [p.name for p in HISTORIES]
     assert "unplanned--dr-promotion%2Flab.json" in names
     assert "planned--dr-promotion%2Flab.json" in names
     assert sum("%2Fvenue%2F" in n for n in names) >= 4
     assert "monitor--dr-monitor%2Flab.json" in names
+    for scenario in ("drill-kill", "drill-planned"):
+        assert f"{scenario}--dr-drill%2Flab.json" in names
+        assert f"{scenario}--dr-failback%2Flab.json" in names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_recorded_history_replays(path: Path) -> None:
     history = load_history(path)
     replayer = Replayer(
-        workflows=[PromotionWorkflow, VenueRecoveryWorkflow, HealthMonitorWorkflow],
+        workflows=ALL_WORKFLOWS,
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

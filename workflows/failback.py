@@ -1,0 +1,252 @@
+"""Failback: return a system to its primary region once the primary is back.
+
+Hold the health monitor -> check the lease is with DR -> resync the old primary from the stream
+(it rebuilds its book from scratch and mirrors) -> a planned promotion back, with its approval,
+lease, venue recovery and DNS -> the monitor watches the primary again, its ack given and its
+hold released.
+
+Nothing moves before the planned promotion does, so a failback that stops early (the old primary
+unreachable, the lease elsewhere) leaves DR trading as it was.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.oms import SyncRequest
+    from activities.plan import PlanRequest
+    from domain.drill import FAILBACK_WORKFLOW, FailbackReport, FailbackRequest, RunProgress
+    from domain.lease import LeaseRecord
+    from domain.promotion import (
+        DrOutcome,
+        PromotionPlan,
+        PromotionReport,
+        PromotionRequest,
+        ReplicationGap,
+    )
+    from workflows.runbook_control import monitor_action, planned_promotion
+    from workflows.steps import (
+        DR_KIND,
+        DR_OUTCOME,
+        DR_SYSTEM,
+        SERVICE_RETRY,
+        StepLog,
+        failure_message,
+        parse_input,
+    )
+
+CALL = timedelta(seconds=15)
+
+
+class _Stop(Exception):
+    def __init__(self, outcome: DrOutcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
+
+@workflow.defn(name=FAILBACK_WORKFLOW)
+class FailbackWorkflow:
+    def __init__(self) -> None:
+        self._steps = StepLog()
+        self._request: FailbackRequest | None = None
+        self._plan: PromotionPlan | None = None
+        self._outcome = DrOutcome.RUNNING
+        self._detail = "in progress"
+        self._resync: ReplicationGap | None = None
+        self._promotion: PromotionReport | None = None
+        self._monitor_following: str | None = None
+        self._paused_monitor = False
+
+    @workflow.run
+    async def run(self, raw: dict[str, Any]) -> FailbackReport:
+        request = parse_input(FailbackRequest, raw)
+        self._request = request
+        self._set_search_attributes()
+        try:
+            await self._fail_back(request)
+        except _Stop as stop:
+            self._outcome, self._detail = stop.outcome, stop.detail
+        finally:
+            await self._release_monitor(request)
+        self._set_search_attributes()
+        plan = self._plan
+        return FailbackReport(
+            workflow_id=workflow.info().workflow_id,
+            system=request.system,
+            from_region=plan.from_region if plan else "",
+            to_region=plan.to_region if plan else "",
+            outcome=self._outcome,
+            outcome_detail=self._detail,
+            started_at=workflow.info().start_time,
+            finished_at=workflow.now(),
+            steps=self._steps.records,
+            resync=self._resync,
+            promotion=self._promotion,
+            monitor_following=self._monitor_following,
+        )
+
+    async def _fail_back(self, request: FailbackRequest) -> None:
+        plan = await self._step(
+            "plan",
+            lambda: workflow.execute_activity(
+                "load_promotion_plan",
+                PlanRequest(system=request.system, to_primary=True),
+                result_type=PromotionPlan,
+                start_to_close_timeout=CALL,
+                retry_policy=SERVICE_RETRY,
+            ),
+        )
+        self._plan = plan
+        lease = await self._step(
+            "read_lease",
+            lambda: workflow.execute_activity(
+                "read_lease",
+                plan.system,
+                result_type=LeaseRecord,
+                start_to_close_timeout=CALL,
+                retry_policy=SERVICE_RETRY,
+            ),
+        )
+        if lease is None or lease.region != plan.from_region:
+            holder = f"{lease.region} at epoch {lease.epoch}" if lease else "nobody"
+            raise _Stop(
+                DrOutcome.REFUSED,
+                f"nothing to fail back: the lease of {plan.system} is held by {holder}, "
+                f"not {plan.from_region}",
+            )
+        held = await self._step(
+            "hold_monitor",
+            lambda: monitor_action(
+                plan.system, "pause", self._identity, "failback moves the active side"
+            ),
+        )
+        self._paused_monitor = held.applied
+        self._resync = await self._step(
+            "resync_old_primary",
+            lambda: workflow.execute_activity(
+                "sync_dr_state",
+                SyncRequest(oms_url=plan.to_oms_url, timeout_s=plan.sync_timeout_s),
+                result_type=ReplicationGap,
+                start_to_close_timeout=timedelta(seconds=plan.sync_timeout_s + 15),
+                retry_policy=SERVICE_RETRY,
+            ),
+        )
+        self._promotion = await self._step(
+            "promotion",
+            lambda: planned_promotion(
+                PromotionRequest(
+                    system=plan.system,
+                    requested_by=request.requested_by,
+                    planned=True,
+                    reason=request.reason or f"failback to {plan.to_region}",
+                    kind=request.kind,
+                    to_region=plan.to_region,
+                ),
+                request.approver,
+                plan.approval_timeout_s,
+            ),
+        )
+        self._outcome = self._promotion.outcome
+        self._detail = self._promotion.outcome_detail
+        if self._promotion.outcome is not DrOutcome.PROMOTED:
+            return
+        await self._resync_standby(plan)
+        followed = await self._step(
+            "retarget_monitor",
+            lambda: monitor_action(
+                plan.system, "retarget", self._identity, "failback", region=plan.to_region
+            ),
+        )
+        self._monitor_following = followed.status.active_region if followed.status else None
+
+    async def _resync_standby(self, plan: PromotionPlan) -> None:
+        """DR was deactivated by the promotion back: make it a mirroring standby again, or the
+        next failover would start from a stale book. The failback itself already succeeded, so
+        a failure here is reported, not fatal."""
+        try:
+            await self._steps.run(
+                "resync_dr_standby",
+                lambda: workflow.execute_activity(
+                    "sync_dr_state",
+                    SyncRequest(oms_url=plan.from_oms_url, timeout_s=plan.sync_timeout_s),
+                    result_type=ReplicationGap,
+                    start_to_close_timeout=timedelta(seconds=plan.sync_timeout_s + 15),
+                    retry_policy=SERVICE_RETRY,
+                ),
+            )
+        except ActivityError as err:
+            self._detail += f"; {plan.from_region} is not a standby again: {failure_message(err)}"
+
+    async def _release_monitor(self, request: FailbackRequest) -> None:
+        """Leave the monitor as a person would: acked (this failback ends the episode) and
+        resumed if this run paused it. Best effort: the failback itself is already done."""
+        if self._plan is None:
+            return
+        system = self._plan.system
+        try:
+            status = await monitor_action(system, "status", self._identity)
+            if status.status is not None and status.status.needs_ack:
+                await self._step(
+                    "ack_monitor",
+                    lambda: monitor_action(system, "ack", self._identity, "failback complete"),
+                )
+            if self._paused_monitor:
+                await self._step(
+                    "resume_monitor",
+                    lambda: monitor_action(system, "resume", self._identity, "failback ended"),
+                )
+        except (ActivityError, _Stop) as err:
+            workflow.logger.warning("could not release the monitor of %s: %s", system, err)
+
+    @property
+    def _identity(self) -> str:
+        request = self._request
+        assert request is not None
+        return request.requested_by
+
+    async def _step(self, name: str, action: Any) -> Any:
+        try:
+            return await self._steps.run(name, action)
+        except WorkflowAlreadyStartedError:
+            raise _Stop(
+                DrOutcome.REFUSED, f"{name}: a promotion of this system is already running"
+            ) from None
+        except (ActivityError, ChildWorkflowError) as err:
+            consequence = (
+                "see the promotion's own history"
+                if name == "promotion"
+                else "the lease has not moved back and DR keeps trading; fix the cause and "
+                "run the failback again"
+            )
+            raise _Stop(
+                DrOutcome.ABORTED, f"{name} failed: {failure_message(err)}; {consequence}"
+            ) from None
+
+    @workflow.query(name="progress")
+    def progress(self) -> RunProgress:
+        current = self._steps.current
+        return RunProgress(
+            workflow_id=workflow.info().workflow_id,
+            system=self._request.system if self._request else "",
+            outcome=self._outcome,
+            current_step=current.name if current else None,
+            waiting_for=None,
+            steps=self._steps.records,
+        )
+
+    def _set_search_attributes(self) -> None:
+        if self._request is None:
+            return
+        workflow.upsert_search_attributes(
+            [
+                DR_SYSTEM.value_set(self._request.system),
+                DR_KIND.value_set(self._request.kind.value),
+                DR_OUTCOME.value_set(self._outcome.value),
+            ]
+        )
