@@ -22,7 +22,8 @@ from domain.book import (
 )
 
 
-def make_stream(n_events: int, seed: int = 1) -> list[bytes]:
+def make_events(n_events: int, seed: int = 1) -> list[OrderEvent | FillEvent | PositionEvent]:
+    """A primary's book events: new orders, and fills on them each followed by the position."""
     rng = random.Random(seed)
     now = datetime(2026, 11, 2, 10, 2, tzinfo=UTC)
     positions: dict[str, int] = {}
@@ -50,9 +51,14 @@ def make_stream(n_events: int, seed: int = 1) -> list[bytes]:
                 qty=5, price=Decimal("100.25"), updated_at=ts,
             )  # fmt: skip
             events.append(OrderEvent(order=order))
+    return events[:n_events]
+
+
+def make_stream(n_events: int, seed: int = 1) -> list[bytes]:
+    now = datetime(2026, 11, 2, 10, 2, tzinfo=UTC)
     return [
         BookEnvelope(system="lab", epoch=1, published_at=now, event=e).model_dump_json().encode()
-        for e in events[:n_events]
+        for e in make_events(n_events, seed)
     ]
 
 

@@ -241,7 +241,7 @@ def _drill_tables(summary: DrillSummary, origin: datetime) -> list[Table]:
             ],
         ),
         Table(
-            "Why the drill failed",
+            "Reasons for the verdict",
             ("reason",),
             [(r,) for r in summary.reasons],
             empty="nothing: every objective was met",

@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from lab.processes import wait_until
+from lab.stack import LabPaths, read_secrets
+from lab.topology_gen import LAB_CONTROL_KEY_ENV
 from tests.lab.conftest import LabRun
 
 
@@ -29,6 +31,33 @@ def test_a_killed_venue_is_down_until_healed(lab: LabRun) -> None:
         httpx.get(lab.url("venue-beta") + "/health", timeout=1)
     assert lab.drctl("chaos", "heal", "venue", "beta").returncode == 0
     assert healthy(lab, "venue-beta")
+
+
+def test_the_control_api_kills_and_restarts_a_process_for_its_key_holder_only(
+    lab: LabRun,
+) -> None:
+    key = read_secrets(LabPaths(lab.root))[LAB_CONTROL_KEY_ENV]
+    url = lab.url("control") + "/chaos"
+    body = {"action": "kill", "target": "venue", "name": "gamma"}
+    refused = httpx.post(url, json=body, headers={"X-Api-Key": "not-the-key"}, timeout=5)
+    assert refused.status_code == 401
+    assert healthy(lab, "venue-gamma"), "a refused call must change nothing"
+    unknown = httpx.post(
+        url, json={"action": "kill", "target": "venue", "name": "delta"},
+        headers={"X-Api-Key": key}, timeout=5,
+    )  # fmt: skip
+    assert unknown.status_code == 422
+    assert "unknown venue 'delta'" in unknown.json()["detail"]
+    killed = httpx.post(url, json=body, headers={"X-Api-Key": key}, timeout=5)
+    assert killed.status_code == 200 and killed.json()["detail"].startswith("killed venue-gamma")
+    assert process_state(lab, "venue-gamma") == "stopped"
+    healed = httpx.post(
+        url, json={**body, "action": "heal"}, headers={"X-Api-Key": key}, timeout=60
+    )
+    assert healed.status_code == 200 and healed.json()["detail"].startswith("restarted")
+    assert healthy(lab, "venue-gamma")
+    # The restart is recorded where `lab down` will find it.
+    assert lab.state.components["venue-gamma"].pid != 0
 
 
 def test_a_hung_dr_keeps_its_socket_open_but_never_answers(lab: LabRun) -> None:
