@@ -72,6 +72,10 @@ def _orchestration(r: dict[str, Any]) -> list[str]:
         _row("  same activity called directly", f"{r['direct_per_step_ms'] * 1000:.2f} us"),
         _row("  Temporal overhead per step", f"{r['overhead_per_step_ms']:.2f} ms"),
         _row("  workflow start + finish, no steps", f"{r['workflow_fixed_median_s']:.3f} s"),
+        *(
+            _row(f"  step median: {name.removesuffix('_ms').replace('_', ' ')}", f"{ms:.2f} ms")
+            for name, ms in r["step_median_ms"].items()
+        ),
     ]
 
 

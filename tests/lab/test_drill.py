@@ -103,8 +103,9 @@ def test_a_drill_started_as_the_temporal_ui_does_passes_end_to_end(lab: LabRun) 
     assert promotion is not None
     # The monitor, not the drill, started this promotion: that is what was drilled.
     assert (promotion.requested_by, promotion.kind.value) == ("health-monitor", "incident")
-    assert 0 < (report.measured.detection_s or 0) <= report.objectives.max_detection_s
-    assert (report.measured.rto_s or 0) > (report.measured.detection_s or 0)
+    # Figures, not limits: the drill's own objectives judged them (report.passed above).
+    assert report.measured.detection_s is not None and report.measured.rto_s is not None
+    assert report.measured.rto_s > report.measured.detection_s
     assert report.measured.replication_gap_events == 0
     failback = report.failback
     assert failback is not None and failback.outcome.value == "promoted"
