@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         measure,
     )
     from domain.health import MonitorPhase
-    from domain.lease import LeaseRecord
     from domain.promotion import (
         Approval,
         DrKind,
@@ -53,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         RecordedAction,
         region_task_queue,
     )
-    from workflows.runbook_control import monitor_action, planned_promotion
+    from workflows.runbook_control import lease_holder, monitor_action, planned_promotion
     from workflows.steps import (
         DR_KIND,
         DR_OUTCOME,
@@ -290,18 +289,8 @@ class DrillWorkflow:
         self._steps.end(record, 1, f"approved by {self._approval.approver}")
 
     async def _primary_holds_lease(self, plan: DrillPlan) -> None:
-        lease = await self._must(
-            "check_lease",
-            lambda: workflow.execute_activity(
-                "read_lease",
-                plan.system,
-                result_type=LeaseRecord,
-                start_to_close_timeout=CALL,
-                retry_policy=SERVICE_RETRY,
-            ),
-        )
+        lease, holder = await self._must("check_lease", lambda: lease_holder(plan.system))
         if lease is None or lease.region != plan.primary_region:
-            holder = f"{lease.region} at epoch {lease.epoch}" if lease else "nobody"
             raise _Refused(
                 f"the lease of {plan.system} is held by {holder}, not {plan.primary_region}: "
                 "fail back before drilling again"

@@ -21,7 +21,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.oms import SyncRequest
     from activities.plan import PlanRequest
     from domain.drill import FAILBACK_WORKFLOW, FailbackReport, FailbackRequest, RunProgress
-    from domain.lease import LeaseRecord
     from domain.promotion import (
         DrOutcome,
         PromotionPlan,
@@ -29,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         PromotionRequest,
         ReplicationGap,
     )
-    from workflows.runbook_control import monitor_action, planned_promotion
+    from workflows.runbook_control import lease_holder, monitor_action, planned_promotion
     from workflows.steps import (
         DR_KIND,
         DR_OUTCOME,
@@ -103,18 +102,8 @@ class FailbackWorkflow:
             ),
         )
         self._plan = plan
-        lease = await self._step(
-            "read_lease",
-            lambda: workflow.execute_activity(
-                "read_lease",
-                plan.system,
-                result_type=LeaseRecord,
-                start_to_close_timeout=CALL,
-                retry_policy=SERVICE_RETRY,
-            ),
-        )
+        lease, holder = await self._step("read_lease", lambda: lease_holder(plan.system))
         if lease is None or lease.region != plan.from_region:
-            holder = f"{lease.region} at epoch {lease.epoch}" if lease else "nobody"
             raise _Stop(
                 DrOutcome.REFUSED,
                 f"nothing to fail back: the lease of {plan.system} is held by {holder}, "

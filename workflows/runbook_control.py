@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         MonitorControlRequest,
         MonitorControlResult,
     )
+    from domain.lease import LeaseRecord
     from domain.promotion import (
         PROMOTION_WORKFLOW,
         PromotionReport,
@@ -48,6 +49,18 @@ async def monitor_action(
         retry_policy=SERVICE_RETRY,
     )
     return result
+
+
+async def lease_holder(system: str) -> tuple[LeaseRecord | None, str]:
+    """The lease record and how a person would name its holder ("dr at epoch 2", "nobody")."""
+    lease: LeaseRecord | None = await workflow.execute_activity(
+        "read_lease",
+        system,
+        result_type=LeaseRecord,
+        start_to_close_timeout=CONTROL_CALL,
+        retry_policy=SERVICE_RETRY,
+    )
+    return lease, f"{lease.region} at epoch {lease.epoch}" if lease else "nobody"
 
 
 async def planned_promotion(

@@ -58,8 +58,16 @@ def _drill_result(lab: LabRun, workflow_id: str, timeout_s: float = 240) -> Dril
             topology.temporal.address, data_converter=pydantic_data_converter
         )
         handle = client.get_workflow_handle(workflow_id, result_type=DrillReport)
-        async with asyncio.timeout(timeout_s):
-            report: DrillReport = await handle.result()
+        try:
+            async with asyncio.timeout(timeout_s):
+                report: DrillReport = await handle.result()
+        except TimeoutError:
+            # Say where it stuck: the drill's step, and the promotion's.
+            progress = await handle.query("progress")
+            promotion = drctl_runbook(lab, "status", "--system", "lab").stdout
+            raise AssertionError(
+                f"{workflow_id} did not finish in {timeout_s:g} s: {progress}\n{promotion}"
+            ) from None
         return report
 
     return asyncio.run(result())

@@ -9,16 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -44,7 +40,6 @@ from domain.promotion import (
     DrOutcome,
     PromotionReport,
 )
-from lab.processes import find_binary
 from tests.unit.workflows.scripted_runbooks import (
     T0,
     ScriptedFailback,
@@ -138,27 +133,6 @@ def nominal_monitor(**changes: Any) -> MonitorStatus:
         promotion_workflow_id=None, history_length=10, cooldown_s=60.0,
     )  # fmt: skip
     return status.model_copy(update=changes)
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    await environment.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=environment.client.namespace,
-            search_attributes={
-                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for name in ("DrSystem", "DrKind", "DrOutcome")
-            },
-        )
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 class Workers:

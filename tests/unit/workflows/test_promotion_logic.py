@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import (
     Client,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -31,34 +27,11 @@ from domain.promotion import (
     PromotionRequest,
     Resolution,
 )
-from lab.processes import find_binary
 from tests.unit.workflows.fakes import FakeLab, order
 from workflows.promotion import PromotionWorkflow
 from workflows.venue_recovery import VenueRecoveryWorkflow
 
 QUEUE = "region-dr"
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    # The runbooks tag every run for review; the test server knows no attributes until told.
-    await environment.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=environment.client.namespace,
-            search_attributes={
-                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for name in ("DrSystem", "DrKind", "DrOutcome")
-            },
-        )
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 async def start(
