@@ -76,7 +76,7 @@ async def client(dev_server: DevServer) -> AsyncIterator[Client]:
         except RuntimeError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # poll
     yield connected
 
 
@@ -164,7 +164,7 @@ async def test_an_operator_reviews_a_finished_run_live_and_from_its_export(
         if rows and rows[0]["outcome"] == "promoted":
             break
         assert asyncio.get_running_loop().time() < deadline, rows
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # poll
     assert [(r["workflow_id"], r["workflow_type"], r["kind"], r["status"]) for r in rows] == [
         (workflow_id, "ReviewRehearsal", "drill", "completed")
     ]
