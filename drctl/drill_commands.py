@@ -17,8 +17,6 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
@@ -46,6 +44,7 @@ from drctl.runbook_commands import (
     connect,
     operator_identity,
     run_async,
+    start_attributes,
     topology_of,
     ui_link,
 )
@@ -137,16 +136,6 @@ def _system(topology: Topology, name: str | None) -> SystemConfig:
         raise CommandError(str(exc.args[0])) from None
 
 
-def _attributes(system: str, kind: DrKind) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrSystem"), system),
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrKind"), kind.value),
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrOutcome"), DrOutcome.RUNNING),
-        ]
-    )
-
-
 # --- drill run ------------------------------------------------------------------------------
 
 
@@ -163,7 +152,7 @@ async def _run(args: argparse.Namespace) -> int:
         request,
         workflow_id,
         region_task_queue(system.dr_region),
-        _attributes(system.name, DrKind.DRILL),
+        start_attributes(system.name, DrKind.DRILL),
         DrillReport,
     )
     link = ui_link(topology, workflow_id, handle.result_run_id)
@@ -201,7 +190,7 @@ async def _failback(args: argparse.Namespace) -> int:
         request,
         workflow_id,
         region_task_queue(system.primary_region),
-        _attributes(system.name, DrKind.PLANNED),
+        start_attributes(system.name, DrKind.PLANNED),
         FailbackReport,
     )
     link = ui_link(topology, workflow_id, handle.result_run_id)

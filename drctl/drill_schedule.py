@@ -21,11 +21,11 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from domain.drill import DRILL_WORKFLOW, DrillRequest, drill_workflow_id
-from domain.promotion import DrKind, DrOutcome, region_task_queue
+from domain.promotion import DrKind, region_task_queue
 from domain.topology import WEEKDAYS, BlackoutWindow, SystemConfig
+from drctl.runbook_commands import start_attributes
 
 SCHEDULE_IDENTITY = "drill-schedule"
 # Temporal counts weekdays from Sunday = 0.
@@ -44,15 +44,7 @@ def drill_schedule(
             # Temporal appends the scheduled time, so every run keeps its own history.
             id=drill_workflow_id(system.name),
             task_queue=region_task_queue(system.dr_region),
-            typed_search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SearchAttributeKey.for_keyword("DrSystem"), system.name),
-                    SearchAttributePair(SearchAttributeKey.for_keyword("DrKind"), DrKind.DRILL),
-                    SearchAttributePair(
-                        SearchAttributeKey.for_keyword("DrOutcome"), DrOutcome.RUNNING
-                    ),
-                ]
-            ),
+            typed_search_attributes=start_attributes(system.name, DrKind.DRILL),
         ),
         spec=ScheduleSpec(
             cron_expressions=[cron],

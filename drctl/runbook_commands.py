@@ -34,6 +34,7 @@ from domain.promotion import (
     PROMOTION_WORKFLOW,
     Approval,
     Decision,
+    DrKind,
     DrOutcome,
     PromotionProgress,
     PromotionReport,
@@ -160,7 +161,7 @@ async def _failover(args: argparse.Namespace) -> int:
             id=workflow_id,
             task_queue=region_task_queue(system.dr_region),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=_search_attributes(request),
+            search_attributes=start_attributes(request.system, request.dr_kind),
             result_type=PromotionReport,
         )
     except WorkflowAlreadyStartedError:
@@ -188,11 +189,12 @@ async def _failover(args: argparse.Namespace) -> int:
     return 0 if report.outcome is DrOutcome.PROMOTED else 1
 
 
-def _search_attributes(request: PromotionRequest) -> TypedSearchAttributes:
+def start_attributes(system: str, kind: DrKind) -> TypedSearchAttributes:
+    """Set at start, so a run is findable by `drctl incidents` before its first task runs."""
     return TypedSearchAttributes(
         [
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrSystem"), request.system),
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrKind"), request.dr_kind.value),
+            SearchAttributePair(SearchAttributeKey.for_keyword("DrSystem"), system),
+            SearchAttributePair(SearchAttributeKey.for_keyword("DrKind"), kind.value),
             SearchAttributePair(
                 SearchAttributeKey.for_keyword("DrOutcome"), DrOutcome.RUNNING.value
             ),

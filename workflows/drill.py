@@ -54,13 +54,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.runbook_control import lease_holder, monitor_action, planned_promotion
     from workflows.steps import (
-        DR_KIND,
-        DR_OUTCOME,
-        DR_SYSTEM,
         SERVICE_RETRY,
         StepLog,
         failure_message,
         parse_input,
+        upsert_dr_attributes,
     )
 
 T = TypeVar("T")
@@ -412,10 +410,4 @@ class DrillWorkflow:
     def _set_search_attributes(self) -> None:
         if self._request is None:
             return
-        workflow.upsert_search_attributes(
-            [
-                DR_SYSTEM.value_set(self._request.system),
-                DR_KIND.value_set(DrKind.DRILL.value),
-                DR_OUTCOME.value_set(self._outcome.value),
-            ]
-        )
+        upsert_dr_attributes(self._request.system, DrKind.DRILL, self._outcome)

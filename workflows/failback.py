@@ -30,23 +30,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.runbook_control import lease_holder, monitor_action, planned_promotion
     from workflows.steps import (
-        DR_KIND,
-        DR_OUTCOME,
-        DR_SYSTEM,
         SERVICE_RETRY,
+        RunbookStop,
         StepLog,
         failure_message,
         parse_input,
+        upsert_dr_attributes,
     )
 
 CALL = timedelta(seconds=15)
-
-
-class _Stop(Exception):
-    def __init__(self, outcome: DrOutcome, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome = outcome
-        self.detail = detail
 
 
 @workflow.defn(name=FAILBACK_WORKFLOW)
@@ -69,7 +61,7 @@ class FailbackWorkflow:
         self._set_search_attributes()
         try:
             await self._fail_back(request)
-        except _Stop as stop:
+        except RunbookStop as stop:
             self._outcome, self._detail = stop.outcome, stop.detail
         finally:
             await self._release_monitor(request)
@@ -104,7 +96,7 @@ class FailbackWorkflow:
         self._plan = plan
         lease, holder = await self._step("read_lease", lambda: lease_holder(plan.system))
         if lease is None or lease.region != plan.from_region:
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.REFUSED,
                 f"nothing to fail back: the lease of {plan.system} is held by {holder}, "
                 f"not {plan.from_region}",
@@ -190,7 +182,7 @@ class FailbackWorkflow:
                     "resume_monitor",
                     lambda: monitor_action(system, "resume", self._identity, "failback ended"),
                 )
-        except (ActivityError, _Stop) as err:
+        except (ActivityError, RunbookStop) as err:
             workflow.logger.warning("could not release the monitor of %s: %s", system, err)
 
     @property
@@ -203,7 +195,7 @@ class FailbackWorkflow:
         try:
             return await self._steps.run(name, action)
         except WorkflowAlreadyStartedError:
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.REFUSED, f"{name}: a promotion of this system is already running"
             ) from None
         except (ActivityError, ChildWorkflowError) as err:
@@ -213,7 +205,7 @@ class FailbackWorkflow:
                 else "the lease has not moved back and DR keeps trading; fix the cause and "
                 "run the failback again"
             )
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.ABORTED, f"{name} failed: {failure_message(err)}; {consequence}"
             ) from None
 
@@ -232,10 +224,4 @@ class FailbackWorkflow:
     def _set_search_attributes(self) -> None:
         if self._request is None:
             return
-        workflow.upsert_search_attributes(
-            [
-                DR_SYSTEM.value_set(self._request.system),
-                DR_KIND.value_set(self._request.kind.value),
-                DR_OUTCOME.value_set(self._outcome.value),
-            ]
-        )
+        upsert_dr_attributes(self._request.system, self._request.kind, self._outcome)

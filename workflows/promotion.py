@@ -63,13 +63,12 @@ with workflow.unsafe.imports_passed_through():
         VenueRecoveryRequest,
     )
     from workflows.steps import (
-        DR_KIND,
-        DR_OUTCOME,
-        DR_SYSTEM,
         SERVICE_RETRY,
+        RunbookStop,
         StepLog,
         failure_message,
         parse_input,
+        upsert_dr_attributes,
     )
 
 T = TypeVar("T")
@@ -87,15 +86,6 @@ LEASE_RETRY = RetryPolicy(
 )
 FENCE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(milliseconds=200))
 NOTIFY_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(milliseconds=500))
-
-
-class _Stop(Exception):
-    """End the promotion early with an outcome (refused before fencing, or aborted)."""
-
-    def __init__(self, outcome: DrOutcome, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome = outcome
-        self.detail = detail
 
 
 @workflow.defn(name=PROMOTION_WORKFLOW)
@@ -133,7 +123,7 @@ class PromotionWorkflow:
         self._set_search_attributes()
         try:
             await self._promote(request)
-        except _Stop as stop:
+        except RunbookStop as stop:
             self._outcome, self._outcome_detail = stop.outcome, stop.detail
         self._set_search_attributes()
         report = self._report()
@@ -279,7 +269,7 @@ class PromotionWorkflow:
         )
         self._confirmation = confirmation
         if not confirmation.down:
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.REFUSED,
                 f"the {plan.from_region} OMS is active and answering from {plan.to_region} "
                 f"({confirmation.summary}); refusing an unplanned promotion. For a "
@@ -302,7 +292,7 @@ class PromotionWorkflow:
             )
         except TimeoutError:
             self._steps.fail(record, "no approval in time")
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.ABORTED,
                 f"no second operator approved within {plan.approval_timeout_s:g} s; "
                 "nothing changed",
@@ -319,7 +309,7 @@ class PromotionWorkflow:
         )
         if current is None or current.region != plan.from_region:
             holder = f"{current.region} at epoch {current.epoch}" if current else "nobody"
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.REFUSED,
                 f"the lease of {plan.system} is held by {holder}, not {plan.from_region}: "
                 "there is no active primary to switch over from",
@@ -435,7 +425,7 @@ class PromotionWorkflow:
         try:
             return await self._steps.run(name, action)
         except (ActivityError, ChildWorkflowError) as err:
-            raise _Stop(
+            raise RunbookStop(
                 DrOutcome.REFUSED, f"{name} failed before anything changed: {failure_message(err)}"
             ) from None
 
@@ -460,7 +450,7 @@ class PromotionWorkflow:
             resolution = self._resolution
             assert resolution is not None
             if resolution.action == "abort":
-                raise _Stop(
+                raise RunbookStop(
                     DrOutcome.ABORTED,
                     f"{name} failed ({message}); aborted by {resolution.by}. The lease stays "
                     f"with {self._grant.region if self._grant else 'its holder'}: the old "
@@ -577,13 +567,7 @@ class PromotionWorkflow:
     def _set_search_attributes(self) -> None:
         if self._request is None:
             return
-        workflow.upsert_search_attributes(
-            [
-                DR_SYSTEM.value_set(self._request.system),
-                DR_KIND.value_set(self._kind.value),
-                DR_OUTCOME.value_set(self._outcome.value),
-            ]
-        )
+        upsert_dr_attributes(self._request.system, self._kind, self._outcome)
 
     def _ui_link(self) -> str:
         plan = self._plan

@@ -15,7 +15,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.promotion import StepRecord
+    from domain.promotion import DrKind, DrOutcome, StepRecord
     from domain.topology import describe_validation_error
 
 T = TypeVar("T")
@@ -27,6 +27,26 @@ INVALID_INPUT = "InvalidInput"
 DR_SYSTEM = SearchAttributeKey.for_keyword("DrSystem")
 DR_KIND = SearchAttributeKey.for_keyword("DrKind")
 DR_OUTCOME = SearchAttributeKey.for_keyword("DrOutcome")
+
+
+def upsert_dr_attributes(system: str, kind: DrKind, outcome: DrOutcome) -> None:
+    workflow.upsert_search_attributes(
+        [
+            DR_SYSTEM.value_set(system),
+            DR_KIND.value_set(kind.value),
+            DR_OUTCOME.value_set(outcome.value),
+        ]
+    )
+
+
+class RunbookStop(Exception):
+    """End a runbook early with an outcome (refused before anything changed, or aborted)."""
+
+    def __init__(self, outcome: DrOutcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
 
 # For calls to an OMS or a venue: quick first retries, then backing off to a few seconds. A
 # step that still fails goes to its runbook's own failure handling, never silently on.
