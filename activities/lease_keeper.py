@@ -43,6 +43,15 @@ class LeaseKeeper:
     def ttl_s(self) -> float:
         return self._lease.record.ttl_s
 
+    def holds_lease(self) -> bool:
+        """Whether the holder may act now: not fenced, and its last renewal is younger than the
+        TTL. Checked before every send, so a process that was frozen past its TTL (SIGSTOP, a
+        long GC pause, a suspended VM) sends nothing when it thaws, before the keeper has even
+        run to find the lease taken."""
+        return (
+            self.fenced_reason is None and time.monotonic() < self._last_renewal_sent + self.ttl_s
+        )
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"lease-keeper-{self._lease.epoch}")
 

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.oms import BookRequest, OmsActivities
 from activities.venue_client import VenueClient, VenueError
+from activities.venues import venue_failure
 from domain.book import orders_after_fills
 from domain.reconciliation import (
     DiscrepancyKind,
@@ -24,6 +25,7 @@ from domain.reconciliation import (
     OrderFinding,
     check_fills,
     classify_orders,
+    outside_universe,
     parse_venue_fills,
     parse_venue_orders,
 )
@@ -42,6 +44,8 @@ class ReconcileRequest(BaseModel):
     fills_since: datetime
     new_epoch: int
     takeover_at: datetime
+    # Whose symbol universe applies; absent in runs recorded before it existed.
+    system: str | None = None
 
 
 class VenueDiff(BaseModel):
@@ -93,7 +97,7 @@ class ReconcileActivities:
                     break
             return diff
         except VenueError as exc:
-            raise ApplicationError(str(exc)) from None
+            raise venue_failure(exc) from None
         finally:
             await client.close()
 
@@ -112,6 +116,7 @@ class ReconcileActivities:
         )
         orders, malformed_orders = parse_venue_orders(request.venue, raw_orders)
         fills, malformed_fills = parse_venue_fills(request.venue, raw_fills)
+        fills, unknown_symbols = outside_universe(request.venue, fills, self._symbols(request))
         booked = {f.trade_id for f in book.fills}
         unique, fill_findings = check_fills(request.venue, fills, booked)
         unbooked = [f for f in unique if f.trade_id not in booked]
@@ -127,10 +132,15 @@ class ReconcileActivities:
             venue=request.venue,
             matched=len(matched),
             findings=[f for f in findings if f.kind is not DiscrepancyKind.MATCHED],
-            fill_findings=[*malformed_fills, *fill_findings],
+            fill_findings=[*malformed_fills, *unknown_symbols, *fill_findings],
             rounds=round_,
             attempt=activity.info().attempt,
         )
+
+    def _symbols(self, request: ReconcileRequest) -> set[str]:
+        if request.system is None:
+            return set()
+        return set(self._topology.system(request.system).symbols)
 
     @activity.defn(name="still_open")
     async def still_open(self, request: StillOpenRequest) -> StillOpen:
@@ -139,7 +149,7 @@ class ReconcileActivities:
         try:
             raw = await client.open_orders_raw()
         except VenueError as exc:
-            raise ApplicationError(str(exc)) from None
+            raise venue_failure(exc) from None
         finally:
             await client.close()
         wanted = set(request.client_order_ids)

@@ -81,7 +81,13 @@ class RunbookControlActivities:
                 detail = await handle.execute_update(request.action, arg, result_type=str)
                 applied = True
             except WorkflowUpdateFailedError as exc:
-                detail = f"{request.action} refused: {getattr(exc.cause, 'message', exc.cause)}"
+                reason = str(getattr(exc.cause, "message", exc.cause))
+                # A retry of a pause that landed (its result lost with a worker) finds the
+                # monitor paused by this very caller: applied, so the caller resumes it later.
+                if request.action == "pause" and reason == f"already paused by {request.by}":
+                    applied, detail = True, f"paused by {request.by} (an earlier attempt)"
+                else:
+                    detail = f"{request.action} refused: {reason}"
         status = await handle.query("status", result_type=MonitorStatus)
         return MonitorControlResult(running=True, applied=applied, detail=detail, status=status)
 

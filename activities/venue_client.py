@@ -17,6 +17,10 @@ from pydantic import BaseModel, ValidationError
 from domain.book import Fill, Order, OrderStatus, Side
 from domain.topology import VenueConfig
 
+# How the runbooks name themselves to a venue: its logs and rate limits can tell them apart
+# from the OMS sessions of the same member.
+USER_AGENT = "failover-runbooks"
+
 
 class VenueError(RuntimeError):
     def __init__(self, venue: str, message: str, status: int | None = None) -> None:
@@ -25,12 +29,21 @@ class VenueError(RuntimeError):
         self.status = status
 
 
-class ReconnectCooldown(VenueError):
+class RateLimited(VenueError):
+    """The venue said 429: ask again after ``retry_after_s``, not sooner."""
+
+    def __init__(self, venue: str, message: str, retry_after_s: float) -> None:
+        super().__init__(venue, message, 429)
+        self.retry_after_s = retry_after_s
+
+
+class ReconnectCooldown(RateLimited):
     """The venue refuses a new session until its reconnect cooldown has passed."""
 
     def __init__(self, venue: str, retry_after_s: float) -> None:
-        super().__init__(venue, f"reconnect cooldown, retry after {retry_after_s:.2f} s", 429)
-        self.retry_after_s = retry_after_s
+        super().__init__(
+            venue, f"reconnect cooldown, retry after {retry_after_s:.2f} s", retry_after_s
+        )
 
 
 class StaleEpoch(VenueError):
@@ -83,7 +96,12 @@ class VenueClient:
     """One venue, one member. Not safe for concurrent order entry on the same session."""
 
     def __init__(
-        self, config: VenueConfig, member: str, timeout_s: float = 5.0, api_key: str | None = None
+        self,
+        config: VenueConfig,
+        member: str,
+        timeout_s: float = 5.0,
+        api_key: str | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.config = config
         self.member = member
@@ -94,7 +112,7 @@ class VenueClient:
             )
         self._http = httpx.AsyncClient(
             base_url=str(config.url).rstrip("/"),
-            headers={"X-Api-Key": key},
+            headers={"X-Api-Key": key, "User-Agent": user_agent},
             timeout=timeout_s,
         )
         self.session: VenueSession | None = None
@@ -113,6 +131,11 @@ class VenueClient:
             raise VenueError(self.name, f"{method} {path} failed: {type(exc).__name__}") from None
 
     def _fail(self, response: httpx.Response, what: str) -> VenueError:
+        if response.status_code == 429:
+            retry_after = _retry_after_s(response)
+            return RateLimited(
+                self.name, f"{what}: rate limited, retry after {retry_after:.2f} s", retry_after
+            )
         try:
             detail = response.json().get("error") or response.json().get("detail")
         except ValueError:

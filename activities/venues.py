@@ -12,11 +12,18 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.venue_client import ReconnectCooldown, VenueClient, VenueError, VenueSession
+from activities.venue_client import (
+    RateLimited,
+    ReconnectCooldown,
+    VenueClient,
+    VenueError,
+    VenueSession,
+)
 from domain.promotion import CancelOutcome, VenueSessionGrant
 from domain.topology import Topology
 
 COOLDOWN_ERROR = "ReconnectCooldown"
+RATE_LIMITED_ERROR = "RateLimited"
 CANCEL_BATCH = 1000
 
 
@@ -35,6 +42,18 @@ class CancelRequest(BaseModel):
     venue: str
     member: str
     client_order_ids: list[str]
+
+
+def venue_failure(exc: VenueError) -> ApplicationError:
+    """A venue call that failed, for Temporal to retry: after Retry-After when the venue gave
+    one (a cooldown or a 429), so it sees one refused attempt per window, not a storm."""
+    if isinstance(exc, RateLimited):
+        return ApplicationError(
+            str(exc),
+            type=COOLDOWN_ERROR if isinstance(exc, ReconnectCooldown) else RATE_LIMITED_ERROR,
+            next_retry_delay=timedelta(seconds=max(exc.retry_after_s, 0.05)),
+        )
+    return ApplicationError(str(exc))
 
 
 class VenueActivities:
@@ -57,14 +76,8 @@ class VenueActivities:
         client = self._client(request.venue, request.member)
         try:
             session = await client.connect()
-        except ReconnectCooldown as cooldown:
-            raise ApplicationError(
-                str(cooldown),
-                type=COOLDOWN_ERROR,
-                next_retry_delay=timedelta(seconds=max(cooldown.retry_after_s, 0.05)),
-            ) from None
         except VenueError as exc:
-            raise ApplicationError(str(exc)) from None
+            raise venue_failure(exc) from None
         finally:
             await client.close()
         return VenueSessionGrant(
@@ -82,7 +95,7 @@ class VenueActivities:
         try:
             await client.logout()
         except VenueError as exc:
-            raise ApplicationError(str(exc)) from None
+            raise venue_failure(exc) from None
         finally:
             await client.close()
 
@@ -96,7 +109,7 @@ class VenueActivities:
                 batch = request.client_order_ids[start : start + CANCEL_BATCH]
                 outcomes |= await client.cancel(batch)
         except VenueError as exc:
-            raise ApplicationError(str(exc)) from None
+            raise venue_failure(exc) from None
         finally:
             await client.close()
         return CancelOutcome(

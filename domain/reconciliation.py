@@ -400,6 +400,30 @@ def parse_venue_fills(
     return fills, findings
 
 
+def outside_universe(
+    venue: str, fills: Sequence[Fill], symbols: Collection[str]
+) -> tuple[list[Fill], list[FillFinding]]:
+    """Split off the fills that name a symbol the system does not trade (``symbols`` empty:
+    every symbol is known). Each becomes an ``invalid`` finding for a person to judge instead
+    of a position nobody looked at. Orders need no such rule: one DR does not know is a ghost
+    or an old-epoch order whatever its symbol, and is cancelled as such."""
+    if not symbols:
+        return list(fills), []
+    traded = ", ".join(sorted(symbols))
+    findings = [
+        FillFinding(
+            trade_id=f.trade_id,
+            venue=venue,
+            kind="invalid",
+            detail=f"invalid fill report: unknown symbol {f.symbol!r} (the system trades {traded})",
+            fill=f,
+        )
+        for f in fills
+        if f.symbol not in symbols
+    ]
+    return [f for f in fills if f.symbol in symbols], findings
+
+
 def check_fills(
     venue: str, venue_fills: Sequence[Fill], booked_trade_ids: Collection[str]
 ) -> tuple[list[Fill], list[FillFinding]]:

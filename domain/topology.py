@@ -178,6 +178,9 @@ class SystemConfig(_Model):
     venues: list[Name] = Field(min_length=1)
     dns: WeightedRecord
     discrepancy_tolerance_notional: Annotated[float, Field(ge=0)] = 0.0
+    # The instruments this system trades. When listed, a venue report naming any other symbol
+    # is an invalid report for a person to judge, never a position booked unseen.
+    symbols: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
     fill_lookback_margin_s: Seconds = 5.0
     # How long a planned promotion waits for its second operator, and a discrepancy gate for
     # a decision, before giving up (approval) or paging and holding reduce-only (decision).
@@ -362,7 +365,7 @@ def parse_topology(text: str, source: str = "<topology>") -> Topology:
 
 def load_topology(path: Path) -> Topology:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TopologyError(
             f"{path}: no such topology file (run `drctl lab up`, or pass --config / set "
@@ -370,6 +373,14 @@ def load_topology(path: Path) -> Topology:
         ) from None
     except OSError as exc:
         raise TopologyError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TopologyError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
     return parse_topology(text, str(path))
 
 

@@ -82,6 +82,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     failback.add_argument("--system", required=True)
     failback.add_argument("--as", dest="identity", default=None, help="who asks (default: $USER)")
     failback.add_argument("--reason", default="")
+    failback.add_argument(
+        "--approver",
+        default=None,
+        help="a second operator approving its planned promotion up front (else: drctl approve)",
+    )
     failback.add_argument("--wait", action="store_true")
     failback.add_argument("--json", action="store_true")
     failback.set_defaults(run=lambda a: run_async(_failback(a)))
@@ -177,7 +182,10 @@ async def _failback(args: argparse.Namespace) -> int:
     system = _system(topology, args.system)
     try:
         request = FailbackRequest(
-            system=system.name, requested_by=operator_identity(args), reason=args.reason
+            system=system.name,
+            requested_by=operator_identity(args),
+            approver=args.approver,
+            reason=args.reason,
         )
     except ValidationError as exc:
         raise CommandError(f"invalid failback: {describe(exc)}") from None
@@ -195,10 +203,11 @@ async def _failback(args: argparse.Namespace) -> int:
     )
     link = ui_link(topology, workflow_id, handle.result_run_id)
     print(f"started {workflow_id}: {link}")
-    print(
-        f"its planned promotion waits for approval: drctl approve dr-promotion/{system.name} "
-        "--as <second operator>"
-    )
+    if request.approver is None:
+        print(
+            f"its planned promotion waits for approval: drctl approve dr-promotion/{system.name} "
+            "--as <second operator>"
+        )
     if not args.wait:
         return 0
     report = await _result(handle, workflow_id)

@@ -61,7 +61,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "action",
         choices=["kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition"],
     )
-    chaos.add_argument("target", help="primary | dr | nats | venue NAME | md NAME | vantage NAME")
+    chaos.add_argument(
+        "target",
+        help="primary | dr | nats | worker | venue NAME | md NAME | vantage NAME",
+    )
     chaos.add_argument("name", nargs="?", default=None)
     chaos.add_argument("--ms", type=int, default=500, help="added latency for `slow`")
     chaos.set_defaults(run=_chaos)

@@ -26,7 +26,6 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -46,6 +45,7 @@ from domain.promotion import (
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
 from domain.topology import describe_validation_error as describe
 from lab.stack import load_secrets_into_environ
+from workflows.data_converter import DATA_CONVERTER
 
 T = TypeVar("T")
 
@@ -117,7 +117,7 @@ async def connect(topology: Topology) -> Client:
         return await Client.connect(
             topology.temporal.address,
             namespace=topology.temporal.namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             api_key=api_key,
         )
     except RuntimeError as exc:

@@ -568,8 +568,8 @@ def component_name(target: str, name: str | None) -> str:
     """Map a chaos target (`primary`, `venue alpha`, `md md-a`, `nats`) to a component."""
     if target in ("primary", "dr"):
         return f"oms-{target}"
-    if target == "nats":
-        return "nats"
+    if target in ("nats", "worker"):
+        return target
     if target == "venue":
         if name not in VENUES:
             raise LabError(f"unknown venue {name!r}; the lab's venues are {', '.join(VENUES)}")
@@ -584,7 +584,9 @@ def component_name(target: str, name: str | None) -> str:
                 f"unknown market-data source {name!r}; the lab's are {', '.join(MD_SOURCES)}"
             )
         return name
-    raise LabError(f"unknown chaos target {target!r}; use primary, dr, nats, venue NAME or md NAME")
+    raise LabError(
+        f"unknown chaos target {target!r}; use primary, dr, nats, worker, venue NAME or md NAME"
+    )
 
 
 def chaos(root: Path, action: ChaosAction, target: str, name: str | None, ms: int) -> str:
@@ -621,7 +623,9 @@ def heal(root: Path, state: LabState, component_id: str) -> str:
         pid = processes.start(component.spec, read_secrets(LabPaths(root)))
         state.components[component_id] = component.model_copy(update={"pid": pid})
         write_state(LabPaths(root), state)
-        processes.wait_ready(component.spec, pid, READY_TIMEOUT_S)
+        # A worker serves no port: it is ready once it polls, which nothing outside can see.
+        if component.kind != "worker":
+            processes.wait_ready(component.spec, pid, READY_TIMEOUT_S)
         return f"restarted {component_id} (pid {pid})"
     processes.signal_group(component.pid, signal.SIGCONT)
     if component.kind in ("oms", "venue", "md"):

@@ -14,6 +14,8 @@ from domain.topology import Topology, parse_topology
 from lab.processes import LabError
 
 VENUES = ("alpha", "beta", "gamma")
+# What the lab primary's strategy trades.
+SYMBOLS = ("AAPL", "MSFT", "NVDA", "ESZ6")
 MD_SOURCES = ("md-a", "md-b", "md-c")
 # Three places to probe from: a majority (two) must agree before anything fails over.
 VANTAGES = ("dr", "obs-a", "obs-b")
@@ -162,6 +164,7 @@ dr_region = "dr"
 primary_oms_url = "http://{host}:{ports.oms_primary}"
 dr_oms_url = "http://{host}:{ports.oms_dr}"
 venues = [{", ".join(f'"{v}"' for v in VENUES)}]
+symbols = [{", ".join(f'"{s}"' for s in SYMBOLS)}]
 discrepancy_tolerance_notional = 0.0
 
 [systems.dns]

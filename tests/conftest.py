@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
 from lab import processes
 from lab.processes import ProcessSpec
+from lab.stack import SEARCH_ATTRIBUTES
+from workflows.data_converter import DATA_CONVERTER
+
+TEMPORAL_START_TIMEOUT_S = 60.0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_everything`` (the secrets scan) go last, in their own order."""
+    last = [item for item in items if item.get_closest_marker("after_everything")]
+    items[:] = [item for item in items if item not in last] + last
 
 
 class NatsServer:
@@ -52,3 +65,51 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     """A real NATS server shared by the session. Tests must not stop it; make your own."""
     with NatsServer(tmp_path_factory.mktemp("nats")) as server:
         yield server
+
+
+class DevServer:
+    """A Temporal dev server (SQLite in a temp dir) with our search attributes registered."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = processes.free_port()
+        argv = [
+            processes.find_binary("temporal"),
+            *("server", "start-dev", "--headless", "--ip", "127.0.0.1"),
+            *("--port", str(self.port), "--ui-port", str(processes.free_port())),
+            *("--db-filename", str(root / "temporal.sqlite"), "--log-level", "warn"),
+        ]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            argv += ["--search-attribute", f"{name}={kind}"]
+        self.spec = ProcessSpec(name="temporal", argv=argv, port=self.port, log_path=root / "t.log")
+        self.pid = processes.start(self.spec)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    server = DevServer(tmp_path_factory.mktemp("temporal"))
+    try:
+        processes.wait_ready(server.spec, server.pid, TEMPORAL_START_TIMEOUT_S)
+        yield server
+    finally:
+        processes.stop(server.pid)
+
+
+@pytest.fixture
+async def client(dev_server: DevServer) -> AsyncIterator[Client]:
+    """A client of the module's dev server, with the project's data converter."""
+    deadline = asyncio.get_running_loop().time() + TEMPORAL_START_TIMEOUT_S
+    while True:
+        try:
+            connected = await Client.connect(dev_server.address, data_converter=DATA_CONVERTER)
+            # The port opens before the default namespace exists: wait until it answers.
+            await connected.count_workflows()
+            break
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # poll
+    yield connected

@@ -13,11 +13,11 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
@@ -33,9 +33,15 @@ from activities.reconcile import ReconcileActivities
 from activities.runbook_control import RunbookControlActivities
 from activities.venues import VenueActivities
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
+from workers.heartbeats import HeartbeatWhileRunning
+from workflows.data_converter import DATA_CONVERTER
 from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger("workers")
+
+# A workflow's next task goes to the worker that ran its last one (its cache) for this long,
+# then to any worker. The SDK's 10 s default is 10 s of promotion lost when that worker dies.
+STICKY_TIMEOUT = timedelta(seconds=2)
 
 
 def task_queues(topology: Topology, role: str) -> list[str]:
@@ -103,7 +109,7 @@ async def run(topology: Topology, role: str) -> None:
     client = await Client.connect(
         topology.temporal.address,
         namespace=topology.temporal.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         api_key=os.environ.get(topology.temporal.api_key_env)
         if topology.temporal.api_key_env
         else None,
@@ -116,6 +122,8 @@ async def run(topology: Topology, role: str) -> None:
             task_queue=queue,
             workflows=ALL_WORKFLOWS,
             activities=activities,
+            interceptors=[HeartbeatWhileRunning()],
+            sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         )
         for queue in queues
     ]

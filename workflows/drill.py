@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -91,7 +91,7 @@ class DrillWorkflow:
         self._paused_monitor = False
 
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> DrillReport:
+    async def run(self, raw: object = None) -> DrillReport:
         request = parse_input(DrillRequest, raw)
         self._request = request
         if request.scenario is not None:

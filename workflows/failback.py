@@ -55,7 +55,7 @@ class FailbackWorkflow:
         self._paused_monitor = False
 
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> FailbackReport:
+    async def run(self, raw: object = None) -> FailbackReport:
         request = parse_input(FailbackRequest, raw)
         self._request = request
         self._set_search_attributes()

@@ -102,7 +102,7 @@ class HealthMonitorWorkflow:
         self._promotion_id: str | None = None
 
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> None:
+    async def run(self, raw: object = None) -> None:
         request = parse_input(MonitorRequest, raw)
         if request.feed is not None:
             await self._run_feed(request, request.feed)

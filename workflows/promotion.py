@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.steps import (
         SERVICE_RETRY,
+        WORKER_LOST,
         RunbookStop,
         StepLog,
         failure_message,
@@ -115,7 +116,7 @@ class PromotionWorkflow:
     # --- the runbook ----------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> PromotionReport:
+    async def run(self, raw: object = None) -> PromotionReport:
         # Decoded here, not by the SDK: input typed into the UI that does not fit would
         # otherwise fail every workflow task forever instead of failing the run once, clearly.
         request = parse_input(PromotionRequest, raw)
@@ -145,6 +146,7 @@ class PromotionWorkflow:
                 PlanRequest(system=request.system, to_region=request.to_region),
                 result_type=PromotionPlan,
                 start_to_close_timeout=CONTROL_CALL,
+                heartbeat_timeout=WORKER_LOST,
                 retry_policy=CONTROL_RETRY,
             ),
         )
@@ -416,6 +418,7 @@ class PromotionWorkflow:
             result_type=result_type,
             task_queue=self._plan.task_queue,
             start_to_close_timeout=timeout,
+            heartbeat_timeout=WORKER_LOST,
             retry_policy=retry,
         )
         return result

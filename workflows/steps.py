@@ -58,8 +58,18 @@ SERVICE_RETRY = RetryPolicy(
 )
 
 
+# Runbook activities heartbeat every second while they run (workers/heartbeats.py): an attempt
+# whose worker died is retried elsewhere after this, not after its whole start-to-close timeout.
+WORKER_LOST = timedelta(seconds=5)
+
+
 def parse_input(model: type[M], raw: Any) -> M:
-    """Validate a workflow's input; a bad one fails the run at once with every field named."""
+    """Validate a workflow's input; a bad one fails the run at once with every field named.
+
+    Runbooks take their input as ``raw: object = None`` so that whatever was typed into the UI,
+    any JSON value or nothing at all, reaches this check. Under a narrower hint such as ``dict``
+    the SDK decodes first, and a string or a list fails every workflow task forever instead.
+    """
     if isinstance(raw, model):
         return raw
     try:

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         VenueRecoveryRequest,
         VenueSessionGrant,
     )
-    from workflows.steps import SERVICE_RETRY, StepLog, parse_input
+    from workflows.steps import SERVICE_RETRY, WORKER_LOST, StepLog, parse_input
 
 R = TypeVar("R")
 
@@ -49,7 +49,7 @@ class VenueRecoveryWorkflow:
         self._steps = StepLog()
 
     @workflow.run
-    async def run(self, raw: dict[str, object]) -> VenueRecoveryReport:
+    async def run(self, raw: object = None) -> VenueRecoveryReport:
         request = parse_input(VenueRecoveryRequest, raw)
         # Reading the venue needs no session, so reconciliation goes on while the logon (and
         # any reconnect cooldown) is under way; nothing is cancelled before the session is ours.
@@ -65,6 +65,7 @@ class VenueRecoveryWorkflow:
                     fills_since=request.fills_since,
                     new_epoch=request.new_epoch,
                     takeover_at=request.takeover_at,
+                    system=request.system,
                 ),
                 VenueDiff,
                 timeout=RECONCILE_CALL,
@@ -93,6 +94,7 @@ class VenueRecoveryWorkflow:
                 SessionRequest(venue=request.venue, member=request.member),
                 result_type=VenueSessionGrant,
                 start_to_close_timeout=VENUE_CALL,
+                heartbeat_timeout=WORKER_LOST,
                 schedule_to_close_timeout=SESSION_DEADLINE,
                 retry_policy=SESSION_RETRY,
             ),
@@ -168,6 +170,7 @@ class VenueRecoveryWorkflow:
             arg,
             result_type=result_type,
             start_to_close_timeout=timeout,
+            heartbeat_timeout=WORKER_LOST,
             retry_policy=VENUE_RETRY,
         )
         return result

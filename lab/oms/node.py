@@ -57,12 +57,14 @@ class OmsNode:
         self.fenced_reason: str | None = None
         self.started_at = datetime.now(UTC)
         self.venues = {
-            v.name: VenueClient(v, member=system.name) for v in topology.venues_of(system)
+            v.name: VenueClient(v, member=system.name, user_agent=f"lab-oms-{region}")
+            for v in topology.venues_of(system)
         }
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._store: LeaseStore | None = None
         self._keeper: LeaseKeeper | None = None
+        self.reported_bad_fills: set[tuple[str, str]] = set()
         self.publisher: BookPublisher | None = None
         self.mirror: BookMirror | None = None
         self._role_lock = asyncio.Lock()
@@ -122,6 +124,14 @@ class OmsNode:
 
         self.trader_task = asyncio.create_task(trade_forever(self), name="trader")
         log.info("active at epoch %s in %s mode", self.epoch, mode)
+
+    def may_send(self) -> bool:
+        """Trading, and still inside the lease's TTL on this process's own clock."""
+        return (
+            self.state is TradingState.TRADING
+            and self._keeper is not None
+            and self._keeper.holds_lease()
+        )
 
     async def _on_lease_lost(self, reason: str) -> None:
         await self.fence(reason)

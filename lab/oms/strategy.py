@@ -27,11 +27,12 @@ from domain.book import (
     Side,
     client_order_id_prefix,
 )
-from lab.oms.node import OmsNode, TradingState
+from domain.reconciliation import parse_venue_fills
+from lab.oms.node import OmsNode
+from lab.topology_gen import SYMBOLS
 
 log = logging.getLogger(__name__)
 
-SYMBOLS = ("AAPL", "MSFT", "NVDA", "ESZ6")
 MAX_OPEN_ORDERS = 40
 
 
@@ -40,7 +41,8 @@ async def trade_forever(node: OmsNode, interval_s: float = 0.2) -> None:
     while node.state.active:
         for client in node.venues.values():
             await _book_fills(node, client)
-        if node.state is TradingState.TRADING:
+        # Not merely "trading": a process frozen past its lease's TTL must not send on thawing.
+        if node.may_send():
             client = node.rng.choice(list(node.venues.values()))
             if time.monotonic() >= cooldown_until.get(client.name, 0):
                 try:
@@ -70,6 +72,8 @@ async def _act(node: OmsNode, client: VenueClient) -> None:
 async def _place_one(node: OmsNode, client: VenueClient) -> None:
     rng = node.rng
     client_order_id = f"{client_order_id_prefix(node.epoch)}{uuid.uuid4().hex[:16]}"
+    if not node.may_send():  # the connect above may have outlasted the lease
+        return
     order = await client.place_order(
         client_order_id=client_order_id,
         epoch=node.epoch,
@@ -90,7 +94,14 @@ async def _cancel_one(node: OmsNode, client: VenueClient, client_order_id: str) 
 
 async def _book_fills(node: OmsNode, client: VenueClient) -> None:
     try:
-        for fill in await client.fills(since_seq=node.book.venue_fill_seq.get(client.name, 0)):
+        raw = await client.fills_raw(since_seq=node.book.venue_fill_seq.get(client.name, 0))
+        # One bad report must not stop the good ones being booked; it is logged once.
+        fills, invalid = parse_venue_fills(client.name, raw)
+        for finding in invalid:
+            if (client.name, finding.trade_id) not in node.reported_bad_fills:
+                node.reported_bad_fills.add((client.name, finding.trade_id))
+                log.warning("%s: %s", client.name, finding.detail)
+        for fill in fills:
             if fill.trade_id in node.book.trade_ids:
                 continue
             node.record(FillEvent(fill=fill))

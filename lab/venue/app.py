@@ -19,9 +19,11 @@ from pydantic import AwareDatetime
 from lab.service import ADMIN_PREFIX, install_latency_chaos
 from lab.venue.config import VenueSettings
 from lab.venue.exchange import SimulatedVenue
+from lab.venue.faults import install_faults
 from lab.venue.matching import match_forever
 from lab.venue.models import (
     AdminFillRequest,
+    CancelAudit,
     CancelReply,
     CancelRequest,
     ConnectRequest,
@@ -70,9 +72,10 @@ def create_app(settings: VenueSettings) -> FastAPI:
 
     app = FastAPI(title=f"simulated venue {settings.name}", lifespan=lifespan)
     install_latency_chaos(app)
+    faults = install_faults(app)
     _install_error_bodies(app)
-    # Added after the chaos middleware, so it wraps it: a request without the key is refused
-    # before anything else runs, the chaos latency endpoint included.
+    # Added after the chaos middlewares, so it wraps them: a request without the key is refused
+    # before anything else runs, the chaos endpoints included.
     _install_api_key_check(app, settings)
 
     @app.get("/health")
@@ -108,9 +111,11 @@ def create_app(settings: VenueSettings) -> FastAPI:
         reply = venue.submit_order(request)
         return JSONResponse(reply.body, status_code=reply.status_code)
 
-    @app.get("/orders/open")
-    async def open_orders(symbol: str | None = None) -> OpenOrders:
-        return OpenOrders(orders=venue.book.open_orders(symbol))
+    @app.get("/orders/open", response_model=OpenOrders)
+    async def open_orders(http: Request, symbol: str | None = None) -> Response:
+        orders = OpenOrders(orders=venue.book.open_orders(symbol)).model_dump(mode="json")
+        agent = http.headers.get("user-agent", "")
+        return JSONResponse(faults.open_orders_body(orders["orders"], agent))
 
     @app.get("/orders/{venue_order_id}", responses={404: {"model": ErrorBody}})
     async def get_order(venue_order_id: str) -> Order:
@@ -126,14 +131,18 @@ def create_app(settings: VenueSettings) -> FastAPI:
             results = venue.book.cancel(request.client_order_ids, by="client_order_id")
         return CancelReply(results=results)
 
-    @app.get("/fills", responses={400: {"model": ErrorBody}})
+    @app.get("/fills", response_model=FillsPage, responses={400: {"model": ErrorBody}})
     async def fills(
+        http: Request,
         since_seq: Annotated[int, Query(ge=0)] = 0,
         since_time: AwareDatetime | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_FILLS_PER_PAGE)] = 500,
         cursor: str | None = None,
-    ) -> FillsPage:
-        return venue.book.fills_page(max(since_seq, _cursor_seq(cursor)), since_time, limit)
+    ) -> Response:
+        page = venue.book.fills_page(max(since_seq, _cursor_seq(cursor)), since_time, limit)
+        agent = http.headers.get("user-agent", "")
+        body = faults.fills_body(page.model_dump(mode="json"), cursor is None, agent)
+        return JSONResponse(body)
 
     @app.post(f"{ADMIN_PREFIX}/orders", responses={409: {"model": ErrorBody}})
     async def inject_order(ticket: InjectedOrder) -> Order:
@@ -147,9 +156,17 @@ def create_app(settings: VenueSettings) -> FastAPI:
         order = venue.book.order(request.venue_order_id, request.client_order_id)
         return venue.book.fill(order, request.qty, request.price)
 
+    @app.get(f"{ADMIN_PREFIX}/orders")
+    async def orders_of_epoch(epoch: Annotated[int, Query(ge=1)]) -> OpenOrders:
+        return OpenOrders(orders=venue.book.orders_of_epoch(epoch))
+
     @app.get(f"{ADMIN_PREFIX}/counters")
     async def counters() -> Counters:
         return venue.counters
+
+    @app.get(f"{ADMIN_PREFIX}/cancels")
+    async def cancels(client_order_id: Annotated[list[str], Query()]) -> CancelAudit:
+        return venue.book.cancel_audit(client_order_id)
 
     return app
 

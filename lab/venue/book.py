@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Literal
 
 from lab.venue.models import (
+    CancelAudit,
+    CancelCount,
     CancelResult,
     Counters,
     ErrorBody,
@@ -34,6 +36,8 @@ class OrderBook:
         # Fill seq n sits at index n - 1, which makes paging by seq a slice.
         self._fills: list[Fill] = []
         self._not_auto_filled: set[str] = set()
+        # Per order (by venue order id): cancels asked for and cancels that changed its state.
+        self._cancel_counts: dict[str, CancelCount] = {}
 
     def enter(self, ticket: OrderTicket) -> Order:
         """Accept an order a member sent on its session, unless its epoch is stale.
@@ -95,6 +99,10 @@ class OrderBook:
     def hold_from_matching(self, order: Order) -> None:
         self._not_auto_filled.add(order.venue_order_id)
 
+    def orders_of_epoch(self, epoch: int) -> list[Order]:
+        """Every order ever accepted with this epoch, whatever became of it."""
+        return [o for o in self._orders.values() if o.epoch == epoch]
+
     def matchable_orders(self) -> list[Order]:
         return [o for o in self.open_orders() if o.venue_order_id not in self._not_auto_filled]
 
@@ -151,6 +159,12 @@ class OrderBook:
         results = []
         for order_id in ids:
             order = index.get(order_id)
+            count = (
+                self._cancel_counts.setdefault(order.venue_order_id, CancelCount())
+                if order is not None
+                else CancelCount()
+            )
+            count.requests += 1
             if order is None:
                 results.append(CancelResult(id=order_id, outcome="unknown"))
             elif order.status == "filled":
@@ -161,8 +175,17 @@ class OrderBook:
                 order.status = "cancelled"
                 order.updated_at = utc_now()
                 self._counters.state_changing_cancels += 1
+                count.state_changing += 1
                 results.append(CancelResult(id=order_id, outcome="cancelled"))
         return results
+
+    def cancel_audit(self, client_order_ids: Iterable[str]) -> CancelAudit:
+        counts = {}
+        for client_order_id in client_order_ids:
+            order = self._by_client_id.get(client_order_id)
+            count = self._cancel_counts.get(order.venue_order_id) if order else None
+            counts[client_order_id] = count.model_copy() if count else CancelCount()
+        return CancelAudit(orders=counts)
 
     def fills_page(self, after_seq: int, since_time: datetime | None, limit: int) -> FillsPage:
         """Up to ``limit`` fills with seq > ``after_seq`` and ts >= ``since_time``, by seq.

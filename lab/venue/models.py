@@ -148,6 +148,18 @@ class CancelReply(BaseModel):
     results: list[CancelResult]
 
 
+class CancelCount(BaseModel):
+    # Requests that named the order, and the ones that changed its state (at most one).
+    requests: int = 0
+    state_changing: int = 0
+
+
+class CancelAudit(BaseModel):
+    """Per client order id: how often it was asked to be cancelled, and actually cancelled."""
+
+    orders: dict[str, CancelCount]
+
+
 class AdminFillRequest(Request):
     client_order_id: Text | None = None
     venue_order_id: Text | None = None

@@ -86,8 +86,9 @@ async def test_a_primary_cut_off_from_the_lease_store_stops_within_the_ttl(
             server.stop()
             stopped_at = time.monotonic()
             assert await _wait(fenced, 3 * TTL_S), "the keeper never fenced"
-            # Fenced no later than one TTL after the store went away (plus scheduling slack).
-            assert fenced_at[0] - stopped_at <= TTL_S + 0.5
+            # Fenced about one TTL after the store went away: never before its last renewal's
+            # TTL ran out, and with slack for a loaded machine after it.
+            assert fenced_at[0] - stopped_at <= TTL_S + 2.0
         finally:
             await keeper.stop()
             await store.close()

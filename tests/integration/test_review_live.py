@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,68 +15,17 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from domain.topology import parse_topology
 from drctl.__main__ import main
 from drctl.review_commands import incidents_query
-from lab import processes
-from lab.processes import ProcessSpec
-from lab.stack import SEARCH_ATTRIBUTES
 from lab.topology_gen import LabPorts, lab_topology_toml
+from tests.conftest import DevServer
 from tests.integration.review_rehearsal import ReviewRehearsal, acquire_lease
 
 TASK_QUEUE = "review-live"
-START_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
-
-
-class DevServer:
-    def __init__(self, root: Path) -> None:
-        self.port = processes.free_port()
-        argv = [
-            processes.find_binary("temporal"),
-            *("server", "start-dev", "--headless", "--ip", "127.0.0.1"),
-            *("--port", str(self.port), "--ui-port", str(processes.free_port())),
-            *("--db-filename", str(root / "temporal.sqlite"), "--log-level", "warn"),
-        ]
-        for name, kind in SEARCH_ATTRIBUTES.items():
-            argv += ["--search-attribute", f"{name}={kind}"]
-        self.spec = ProcessSpec(name="temporal", argv=argv, port=self.port, log_path=root / "t.log")
-        self.pid = processes.start(self.spec)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    server = DevServer(tmp_path_factory.mktemp("temporal"))
-    try:
-        processes.wait_ready(server.spec, server.pid, START_TIMEOUT_S)
-        yield server
-    finally:
-        processes.stop(server.pid)
-
-
-@pytest.fixture
-async def client(dev_server: DevServer) -> AsyncIterator[Client]:
-    deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
-    while True:
-        try:
-            connected = await Client.connect(
-                dev_server.address, data_converter=pydantic_data_converter
-            )
-            # The port opens before the default namespace exists: wait until it answers.
-            await connected.count_workflows()
-            break
-        except RuntimeError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)  # poll
-    yield connected
 
 
 @pytest.fixture

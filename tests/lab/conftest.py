@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from lab.stack import LabState
 class LabRun:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.stopped = False
 
     def drctl(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -44,10 +46,50 @@ class LabRun:
         result = self.drctl("status", "--json")
         return dict(json.loads(result.stdout))
 
+    def down(self) -> None:
+        """Keep every workflow history for the session's secrets scan, then stop the lab."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            asyncio.run(archive_histories(self.root))
+        finally:
+            self.drctl("down")
 
-def start_lab(root: Path) -> LabRun:
+
+HISTORY_ARCHIVE = "history-archive"
+
+
+async def archive_histories(root: Path) -> int:
+    """Write each workflow's history in the lab's Temporal to ROOT/history-archive/.
+
+    The Temporal server goes with the lab; tests/faults/test_secrets.py reads these files."""
+    from urllib.parse import quote
+
+    from temporalio.client import Client
+
+    from domain.topology import load_topology
+
+    state_file = root / "state.json"
+    if not state_file.exists():
+        return 0
+    topology = load_topology(root / "topology.toml")
+    client = await asyncio.wait_for(Client.connect(topology.temporal.address), 10)
+    archive = root / HISTORY_ARCHIVE
+    archive.mkdir(exist_ok=True)
+    count = 0
+    async for execution in client.list_workflows():
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        history = await asyncio.wait_for(handle.fetch_history(), 10)
+        name = f"{quote(execution.id, safe='')}--{execution.run_id}.json"
+        (archive / name).write_text(history.to_json())
+        count += 1
+    return count
+
+
+def start_lab(root: Path, *up_options: str) -> LabRun:
     run = LabRun(root)
-    result = run.drctl("up", "--detach", "--ports", "auto")
+    result = run.drctl("up", "--detach", "--ports", "auto", *up_options)
     if result.returncode != 0:
         run.drctl("down")
         raise AssertionError(f"lab up failed: {result.stderr}\n{result.stdout}")
@@ -60,7 +102,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     try:
         yield run
     finally:
-        run.drctl("down")
+        run.down()
 
 
 def venue_key(lab: LabRun, venue: str) -> str:

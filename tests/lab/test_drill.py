@@ -37,7 +37,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         assert wait_until(lambda: _all_vantages_healthy(run), 60, poll_s=0.5)
         yield run
     finally:
-        run.drctl("down")
+        run.down()
 
 
 def _monitor(lab: LabRun) -> dict[str, Any]:

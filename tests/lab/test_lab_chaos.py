@@ -74,14 +74,14 @@ def test_a_hung_dr_keeps_its_socket_open_but_never_answers(lab: LabRun) -> None:
 
 
 def test_a_slowed_market_data_source_answers_late_until_healed(lab: LabRun) -> None:
-    assert lab.drctl("chaos", "slow", "md", "md-b", "--ms", "400").returncode == 0
+    assert lab.drctl("chaos", "slow", "md", "md-b", "--ms", "2000").returncode == 0
     started = time.monotonic()
-    httpx.get(lab.url("md-b") + "/tick", timeout=5).raise_for_status()
-    assert time.monotonic() - started >= 0.4
+    httpx.get(lab.url("md-b") + "/tick", timeout=10).raise_for_status()
+    assert time.monotonic() - started >= 2.0
     assert lab.drctl("chaos", "heal", "md", "md-b").returncode == 0
     started = time.monotonic()
     httpx.get(lab.url("md-b") + "/tick", timeout=5).raise_for_status()
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 2.0  # no longer held back (a liveness bound, not a speed)
 
 
 def test_a_stale_market_data_source_freezes_its_exchange_time(lab: LabRun) -> None:
@@ -128,7 +128,9 @@ def test_losing_nats_fences_the_primary_by_itself_and_heal_brings_the_stream_bac
         "the primary kept trading without its lease"
     )
     ttl_s = 3.0  # the lab topology's lease.ttl_s
-    assert time.monotonic() - killed_at <= ttl_s + 1.5
+    # Fencing on time is the keeper's rule (tests/integration/test_lease_keeper.py); here a
+    # liveness bound generous enough for a loaded machine.
+    assert time.monotonic() - killed_at <= ttl_s + 5.0
     reason = lab.get("oms-primary", "/health")["fenced_reason"]
     assert "could not renew the lease within its TTL" in reason
     assert lab.drctl("chaos", "heal", "nats").returncode == 0

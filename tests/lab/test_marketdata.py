@@ -111,7 +111,7 @@ def test_ticks_advance_with_increasing_seq_and_fresh_timestamps(client: httpx.Cl
     later_ts = datetime.fromisoformat(later["exchange_ts"])
     assert later_ts.utcoffset() == timedelta(0)
     assert later_ts > first_ts
-    assert datetime.now(UTC) - later_ts < timedelta(seconds=2)
+    assert datetime.now(UTC) - later_ts < timedelta(seconds=10)  # stamped now, not replayed
     assert isinstance(later["price"], str)
     assert Decimal(later["price"]) > 0
     assert later["source"] == "md-test"

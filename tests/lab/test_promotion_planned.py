@@ -29,7 +29,7 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         assert wait_until(lambda: _status(lab).get("waiting_for") is not None, 30)
         yield lab
     finally:
-        lab.drctl("down")
+        lab.down()
 
 
 def _status(lab: LabRun) -> dict[str, Any]:

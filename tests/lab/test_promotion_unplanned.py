@@ -43,7 +43,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     try:
         yield run_incident(lab)
     finally:
-        lab.drctl("down")
+        lab.down()
 
 
 def run_incident(lab: LabRun) -> Scenario:

@@ -1,0 +1,194 @@
+"""What the fault-injection tests share: one lab per module and ways to look inside it.
+
+Every wait here is bounded; a promotion that does not finish says where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.lease import open_lease_store
+from domain.promotion import PromotionReport
+from domain.topology import load_topology
+from lab import stack
+from lab.processes import wait_until
+from lab.stack import ChaosAction, LabPaths, read_secrets
+from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV
+from tests.lab.conftest import LabRun, drctl_runbook, start_lab, venue_call
+
+PROMOTION_ID = "dr-promotion/lab"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
+    run = start_lab(tmp_path_factory.mktemp("lab"))
+    try:
+        yield run
+    finally:
+        run.down()
+
+
+def chaos(lab: LabRun, action: ChaosAction, target: str, name: str | None = None) -> str:
+    """`drctl lab chaos`, in this process: the faults land without an interpreter start-up."""
+    return stack.chaos(lab.root, action, target, name, ms=0)
+
+
+async def temporal(lab: LabRun) -> Client:
+    topology = load_topology(lab.root / "topology.toml")
+    return await Client.connect(topology.temporal.address, data_converter=pydantic_data_converter)
+
+
+async def lease_of(lab: LabRun) -> tuple[int, str]:
+    store = await open_lease_store(load_topology(lab.root / "topology.toml").lease)
+    try:
+        lease = await store.read("lab")
+    finally:
+        await store.close()
+    assert lease is not None
+    return lease.epoch, lease.region
+
+
+async def wait_for_steady_primary(lab: LabRun) -> int:
+    """Primary trading and holding the lease, DR mirroring it; returns the primary's epoch."""
+
+    def settled() -> bool:
+        report = stack.status(lab.root)
+        return report.healthy and bool(report.replication and report.replication.in_sync_within_1s)
+
+    assert wait_until(settled, 60, poll_s=0.2), stack.status(lab.root).model_dump_json()
+    assert wait_until(
+        lambda: lab.get("oms-primary", "/health")["trading_state"] == "trading", 60, poll_s=0.2
+    ), lab.get("oms-primary", "/health")
+    epoch, region = await lease_of(lab)
+    assert region == "primary"
+    return epoch
+
+
+def place_ghost(lab: LabRun, venue: str, epoch: int) -> str:
+    """An order the primary sent that never reached DR: the primary's last-second order."""
+    client_order_id = f"E{epoch}-ghost-{uuid.uuid4().hex[:10]}"
+    venue_call(
+        lab, venue, "POST", "/admin/orders",
+        json={"client_order_id": client_order_id, "epoch": epoch, "symbol": "MSFT",
+              "side": "buy", "qty": 7, "price": "101.50", "auto_fill": False},
+    )  # fmt: skip
+    return client_order_id
+
+
+def start_failover(lab: LabRun) -> None:
+    result = drctl_runbook(lab, "failover", "--system", "lab", "--as", "oncall")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def promotion_result(client: Client, timeout_s: float) -> PromotionReport:
+    handle: WorkflowHandle[Any, PromotionReport] = client.get_workflow_handle(
+        PROMOTION_ID, result_type=PromotionReport
+    )
+    try:
+        return await asyncio.wait_for(handle.result(), timeout_s)
+    except TimeoutError:
+        raise AssertionError(
+            f"promotion not finished after {timeout_s} s; {await where_it_stands(client)}"
+        ) from None
+
+
+async def where_it_stands(client: Client, workflow_id: str = PROMOTION_ID) -> str:
+    """What the server knows of a run that does not finish: no worker needed to answer."""
+    handle = client.get_workflow_handle(workflow_id)
+    description = await handle.describe()
+    pending = [
+        f"{p.activity_type.name} attempt {p.attempt} state {p.state} "
+        f"last failure {p.last_failure.message!r}"
+        for p in description.raw_description.pending_activities
+    ]
+    events = (await handle.fetch_history()).events
+    tail = [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in events[-12:]]
+    return f"status {description.status}; pending activities {pending}; last events {tail}"
+
+
+def after_activity(activity_type: str, nth: int = 1) -> Callable[[Sequence[HistoryEvent]], bool]:
+    """True once the ``nth`` attempt-chain of ``activity_type`` has completed."""
+
+    def reached(events: Sequence[HistoryEvent]) -> bool:
+        scheduled = {
+            e.event_id
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+        }
+        completed = [
+            e
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
+        ]
+        return len(completed) >= nth
+
+    return reached
+
+
+async def wait_for_history(
+    client: Client,
+    reached: Callable[[Sequence[HistoryEvent]], bool],
+    timeout_s: float,
+    workflow_id: str = PROMOTION_ID,
+) -> None:
+    """Follow the run's history as the server appends to it until ``reached`` holds."""
+    events: list[HistoryEvent] = []
+
+    async def follow() -> None:
+        handle = client.get_workflow_handle(workflow_id)
+        async for event in handle.fetch_history_events(wait_new_event=True):
+            events.append(event)
+            if reached(events):
+                return
+        raise AssertionError(f"{workflow_id} closed first; last event {events[-1]}")
+
+    await asyncio.wait_for(follow(), timeout_s)
+
+
+async def event_types(client: Client, workflow_id: str = PROMOTION_ID) -> list[str]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return [EventType.Name(e.event_type) for e in history.events]
+
+
+def worker_log(lab: LabRun) -> str:
+    return Path(lab.root / "logs" / "worker.log").read_text(errors="replace")
+
+
+def failback(lab: LabRun) -> None:
+    """Return the lab to its primary region for the next case."""
+    chaos(lab, "heal", "primary")
+    result = drctl_runbook(
+        lab, "failback", "--system", "lab", "--as", "alice", "--approver", "bob", "--wait",
+        timeout_s=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def dns_weights(lab: LabRun) -> dict[str, int]:
+    """The weights Route 53 (the lab's emulator, over HTTP) holds for the OMS record now."""
+    secrets = read_secrets(LabPaths(lab.root))
+    route53 = boto3.client(
+        "route53",
+        endpoint_url=lab.url("route53"),
+        region_name="us-east-1",
+        aws_access_key_id=secrets[AWS_KEY_ENV],
+        aws_secret_access_key=secrets[AWS_SECRET_ENV],
+    )
+    zone = route53.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
+    records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return {
+        r["SetIdentifier"]: int(r["Weight"]) for r in records if r["Name"] == "oms.lab.example."
+    }

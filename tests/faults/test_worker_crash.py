@@ -1,0 +1,172 @@
+"""The worker running a promotion is SIGKILLed at a step boundary and started again.
+
+One case per boundary of the unplanned promotion. The kill is sent the moment the server records
+the step's completion (the history is streamed, not polled), so it lands while the worker is
+deciding or starting the next step. Whatever it interrupts, the promotion must finish and every
+effect must happen exactly once: one epoch increment, each ghost cancelled once at its venue,
+one effective DNS change, one final alert.
+
+All cases share one lab; after each, the lab fails back to its primary for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from domain.promotion import PromotionReport
+from drctl.lab_alerts import fetch_alerts
+from lab.topology_gen import VENUES
+from tests.faults.conftest import (
+    PROMOTION_ID,
+    after_activity,
+    chaos,
+    dns_weights,
+    failback,
+    lease_of,
+    place_ghost,
+    promotion_result,
+    start_failover,
+    temporal,
+    wait_for_steady_primary,
+    worker_log,
+)
+from tests.lab.conftest import LabRun, start_lab, venue_call
+
+GHOST_VENUES = ("alpha", "gamma")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
+    # A 1 s venue reconnect cooldown instead of 3 s: the cooldown is proven elsewhere
+    # (tests/lab/test_promotion_unplanned.py), here it would only lengthen every case.
+    run = start_lab(tmp_path_factory.mktemp("lab"), "--venue-cooldown-s", "1")
+    try:
+        yield run
+    finally:
+        run.down()
+
+
+DNS_SUBMITTED = "submitted as change"
+
+
+def venue_children(state: int, count: int) -> Callable[[Sequence[HistoryEvent]], bool]:
+    def reached(events: Sequence[HistoryEvent]) -> bool:
+        return sum(1 for e in events if e.event_type == state) >= count
+
+    return reached
+
+
+# Each boundary of the unplanned promotion, in order: the kill follows the named event.
+BOUNDARIES: dict[str, Callable[[Sequence[HistoryEvent]], bool]] = {
+    "after-plan": after_activity("load_promotion_plan"),
+    "after-confirm_primary_down": after_activity("confirm_primary_down"),
+    "after-notify_started": after_activity("notify"),
+    "after-acquire_lease": after_activity("acquire_lease"),
+    "after-fence_primary": after_activity("fence_primary"),
+    "after-sync_dr_state": after_activity("sync_dr_state"),
+    "after-snapshot_dr_book": after_activity("fetch_dr_book"),
+    "after-activate_dr": after_activity("activate_dr"),
+    "venue_recovery-started": venue_children(
+        EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED, len(VENUES)
+    ),
+    "after-venue_recovery": venue_children(
+        EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED, len(VENUES)
+    ),
+    "after-verify_positions": after_activity("verify_positions"),
+    "after-release_trading": after_activity("release_trading"),
+    "after-update_dns": after_activity("update_dns"),
+}
+
+
+class Crash:
+    def __init__(self) -> None:
+        self.last_event = ""
+        self.running_when_killed = False
+
+
+async def kill_worker_at(
+    lab: LabRun, client: Client, boundary: Callable[[Sequence[HistoryEvent]], bool]
+) -> Crash:
+    crash = Crash()
+    handle = client.get_workflow_handle(PROMOTION_ID)
+    events: list[HistoryEvent] = []
+
+    async def follow() -> None:
+        async for event in handle.fetch_history_events(wait_new_event=True):
+            events.append(event)
+            if boundary(events):
+                chaos(lab, "kill", "worker")  # SIGKILL, then waits until it is gone
+                crash.last_event = EventType.Name(event.event_type)
+                return
+        raise AssertionError(f"the promotion closed before the boundary: {events[-1]}")
+
+    await asyncio.wait_for(follow(), 90)
+    description = await handle.describe()
+    crash.running_when_killed = description.status == WorkflowExecutionStatus.RUNNING
+    return crash
+
+
+def alerts_of_run(lab: LabRun, run_id: str) -> list[dict[str, object]]:
+    return [
+        a["alert"]
+        for a in fetch_alerts(lab.root)["alerts"]
+        if f"/{run_id}/" in str(a.get("idempotency_key", ""))
+    ]
+
+
+@pytest.mark.parametrize("boundary", list(BOUNDARIES))
+async def test_a_worker_killed_at_a_step_boundary_changes_nothing_twice(
+    lab: LabRun, boundary: str
+) -> None:
+    epoch = await wait_for_steady_primary(lab)
+    ghosts = {venue: place_ghost(lab, venue, epoch) for venue in GHOST_VENUES}
+    chaos(lab, "kill", "primary")
+    dns_before = worker_log(lab).count(DNS_SUBMITTED)
+    client = await temporal(lab)
+
+    start_failover(lab)
+    crash = await kill_worker_at(lab, client, BOUNDARIES[boundary])
+    assert crash.running_when_killed, f"the kill after {crash.last_event} came too late"
+    chaos(lab, "heal", "worker")
+
+    report = await promotion_result(client, 120)
+    assert report.outcome.value == "promoted", report.outcome_detail
+    # The epoch moved once: the lease, the report and DR agree on previous + 1.
+    assert (report.previous_epoch, report.epoch) == (epoch, epoch + 1)
+    assert await lease_of(lab) == (epoch + 1, "dr")
+    assert lab.get("oms-dr", "/health")["epoch"] == epoch + 1
+    # Each ghost, and everything else the promotion cancelled, changed state once at its venue.
+    for recovery in report.venues:
+        cancelled = set(recovery.cancelled)
+        if recovery.venue in ghosts:
+            assert ghosts[recovery.venue] in cancelled
+        if cancelled:
+            audit = venue_call(
+                lab, recovery.venue, "GET", "/admin/cancels",
+                params={"client_order_id": sorted(cancelled)},
+            )["orders"]  # fmt: skip
+            assert {cid: c["state_changing"] for cid, c in audit.items()} == dict.fromkeys(
+                cancelled, 1
+            )
+    # One effective DNS change: the weights were submitted once (a retry finds them in place).
+    assert worker_log(lab).count(DNS_SUBMITTED) - dns_before == 1
+    assert dns_weights(lab) == {"primary": 0, "dr": 100}
+    # One final alert for this run, however many times its delivery was attempted.
+    run_id = (await client.get_workflow_handle(PROMOTION_ID).describe()).run_id
+    finals = [a for a in alerts_of_run(lab, run_id) if a["kind"] == "promotion_completed"]
+    assert len(finals) == 1, finals
+    _check_report_is_whole(report)
+
+    failback(lab)
+
+
+def _check_report_is_whole(report: PromotionReport) -> None:
+    names = [s.name for s in report.steps if s.status == "completed"]
+    for step in ("acquire_lease", "venue_recovery", "release_trading", "update_dns"):
+        assert names.count(step) == 1, names
