@@ -11,32 +11,34 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.lease import open_lease_store
 from domain.promotion import PromotionReport
 from domain.topology import load_topology
 from lab import stack
 from lab.processes import wait_until
-from lab.stack import ChaosAction, LabPaths, read_secrets
-from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV
-from tests.lab.conftest import LabRun, drctl_runbook, start_lab, venue_call
-
-PROMOTION_ID = "dr-promotion/lab"
+from lab.stack import ChaosAction
+from tests.lab.conftest import (
+    LabRun,
+    drctl_runbook,
+    inject_order,
+    lease_of,
+    route53,
+    running_lab,
+)
+from workflows.data_converter import DATA_CONVERTER
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    run = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as run:
         yield run
-    finally:
-        run.down()
+
+
+PROMOTION_ID = "dr-promotion/lab"
 
 
 def chaos(lab: LabRun, action: ChaosAction, target: str, name: str | None = None) -> str:
@@ -46,17 +48,7 @@ def chaos(lab: LabRun, action: ChaosAction, target: str, name: str | None = None
 
 async def temporal(lab: LabRun) -> Client:
     topology = load_topology(lab.root / "topology.toml")
-    return await Client.connect(topology.temporal.address, data_converter=pydantic_data_converter)
-
-
-async def lease_of(lab: LabRun) -> tuple[int, str]:
-    store = await open_lease_store(load_topology(lab.root / "topology.toml").lease)
-    try:
-        lease = await store.read("lab")
-    finally:
-        await store.close()
-    assert lease is not None
-    return lease.epoch, lease.region
+    return await Client.connect(topology.temporal.address, data_converter=DATA_CONVERTER)
 
 
 async def wait_for_steady_primary(lab: LabRun) -> int:
@@ -77,13 +69,7 @@ async def wait_for_steady_primary(lab: LabRun) -> int:
 
 def place_ghost(lab: LabRun, venue: str, epoch: int) -> str:
     """An order the primary sent that never reached DR: the primary's last-second order."""
-    client_order_id = f"E{epoch}-ghost-{uuid.uuid4().hex[:10]}"
-    venue_call(
-        lab, venue, "POST", "/admin/orders",
-        json={"client_order_id": client_order_id, "epoch": epoch, "symbol": "MSFT",
-              "side": "buy", "qty": 7, "price": "101.50", "auto_fill": False},
-    )  # fmt: skip
-    return client_order_id
+    return inject_order(lab, venue, f"E{epoch}-ghost-{uuid.uuid4().hex[:10]}", epoch)
 
 
 def start_failover(lab: LabRun) -> None:
@@ -179,16 +165,9 @@ def failback(lab: LabRun) -> None:
 
 def dns_weights(lab: LabRun) -> dict[str, int]:
     """The weights Route 53 (the lab's emulator, over HTTP) holds for the OMS record now."""
-    secrets = read_secrets(LabPaths(lab.root))
-    route53 = boto3.client(
-        "route53",
-        endpoint_url=lab.url("route53"),
-        region_name="us-east-1",
-        aws_access_key_id=secrets[AWS_KEY_ENV],
-        aws_secret_access_key=secrets[AWS_SECRET_ENV],
-    )
-    zone = route53.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
-    records = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    client = route53(lab)
+    zone = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
+    records = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
     return {
         r["SetIdentifier"]: int(r["Weight"]) for r in records if r["Name"] == "oms.lab.example."
     }

@@ -16,18 +16,15 @@ import pytest
 
 from lab.stack import LabPaths, read_secrets, write_secrets
 from tests.faults.conftest import chaos, promotion_result, start_failover, temporal
-from tests.lab.conftest import HISTORY_ARCHIVE, LabRun, start_lab
+from tests.lab.conftest import HISTORY_ARCHIVE, LabRun, running_lab
 
 pytestmark = pytest.mark.after_everything
 
 
 @pytest.fixture(scope="module")
 def own_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    run = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as run:
         yield run
-    finally:
-        run.down()
 
 
 def findings_in(lab_root: Path) -> tuple[int, list[str]]:

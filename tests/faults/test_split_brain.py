@@ -27,7 +27,7 @@ from tests.faults.conftest import (
     wait_for_history,
     wait_for_steady_primary,
 )
-from tests.lab.conftest import LabRun, venue_call
+from tests.lab.conftest import LabRun, inject_order, venue_call
 
 LATE_VENUE = "beta"
 
@@ -36,12 +36,7 @@ def send_as_frozen_primary(lab: LabRun, epoch: int) -> str:
     """An order of the old epoch reaching the venue after the takeover, as a primary that was
     mid-send when it froze gets out. Injected at the venue: a live sender would be refused."""
     client_order_id = f"E{epoch}-late-{uuid.uuid4().hex[:10]}"
-    venue_call(
-        lab, LATE_VENUE, "POST", "/admin/orders",
-        json={"client_order_id": client_order_id, "epoch": epoch, "symbol": "NVDA",
-              "side": "sell", "qty": 3, "price": "99.00", "auto_fill": False},
-    )  # fmt: skip
-    return client_order_id
+    return inject_order(lab, LATE_VENUE, client_order_id, epoch, symbol="NVDA", side="sell")
 
 
 def takeover_at(report: PromotionReport) -> datetime:

@@ -28,7 +28,6 @@ from tests.faults.conftest import (
     chaos,
     dns_weights,
     failback,
-    lease_of,
     place_ghost,
     promotion_result,
     start_failover,
@@ -36,7 +35,7 @@ from tests.faults.conftest import (
     wait_for_steady_primary,
     worker_log,
 )
-from tests.lab.conftest import LabRun, start_lab, venue_call
+from tests.lab.conftest import LabRun, lease_of, running_lab, venue_call
 
 GHOST_VENUES = ("alpha", "gamma")
 
@@ -45,11 +44,8 @@ GHOST_VENUES = ("alpha", "gamma")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     # A 1 s venue reconnect cooldown instead of 3 s: the cooldown is proven elsewhere
     # (tests/lab/test_promotion_unplanned.py), here it would only lengthen every case.
-    run = start_lab(tmp_path_factory.mktemp("lab"), "--venue-cooldown-s", "1")
-    try:
+    with running_lab(tmp_path_factory, "--venue-cooldown-s", "1") as run:
         yield run
-    finally:
-        run.down()
 
 
 DNS_SUBMITTED = "submitted as change"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -96,13 +97,60 @@ def start_lab(root: Path, *up_options: str) -> LabRun:
     return run
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    run = start_lab(tmp_path_factory.mktemp("lab"))
+@contextlib.contextmanager
+def running_lab(factory: pytest.TempPathFactory, *up_options: str) -> Iterator[LabRun]:
+    run = start_lab(factory.mktemp("lab"), *up_options)
     try:
         yield run
     finally:
         run.down()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
+    with running_lab(tmp_path_factory) as run:
+        yield run
+
+
+async def lease_of(lab: LabRun, system: str = "lab") -> tuple[int, str]:
+    """(epoch, region) of the system's lease, read from the lab's real lease store."""
+    from activities.lease import open_lease_store
+    from domain.topology import load_topology
+
+    store = await open_lease_store(load_topology(lab.root / "topology.toml").lease)
+    try:
+        lease = await store.read(system)
+    finally:
+        await store.close()
+    assert lease is not None
+    return lease.epoch, lease.region
+
+
+def route53(lab: LabRun) -> Any:
+    """A boto3 Route 53 client on the lab's emulator, over HTTP, with the lab's credentials."""
+    import boto3
+
+    from lab.stack import LabPaths, read_secrets
+    from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV
+
+    secrets = read_secrets(LabPaths(lab.root))
+    return boto3.client(
+        "route53",
+        endpoint_url=lab.url("route53"),
+        region_name="us-east-1",
+        aws_access_key_id=secrets[AWS_KEY_ENV],
+        aws_secret_access_key=secrets[AWS_SECRET_ENV],
+    )
+
+
+def inject_order(lab: LabRun, venue: str, client_order_id: str, epoch: int, **fields: Any) -> str:
+    """Rest an order at a venue with no session or epoch check: an order some sender got in."""
+    order = {"symbol": "MSFT", "side": "buy", "qty": 7, "price": "101.50"} | fields
+    venue_call(
+        lab, venue, "POST", "/admin/orders",
+        json={"client_order_id": client_order_id, "epoch": epoch, "auto_fill": False, **order},
+    )  # fmt: skip
+    return client_order_id
 
 
 def venue_key(lab: LabRun, venue: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 
-import boto3
 import httpx
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
@@ -14,8 +13,8 @@ from temporalio.client import Client
 from domain.book import BookSnapshot, epoch_of_client_order_id
 from lab.processes import wait_until
 from lab.stack import LabPaths, read_secrets
-from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV, venue_key_env
-from tests.lab.conftest import LabRun
+from lab.topology_gen import venue_key_env
+from tests.lab.conftest import LabRun, route53
 
 
 def test_every_component_is_healthy_and_dr_is_within_1s_of_the_primary(lab: LabRun) -> None:
@@ -75,14 +74,7 @@ def test_the_dr_book_equals_the_primary_book_after_many_events(lab: LabRun) -> N
 
 
 def test_route53_has_the_weighted_records_primary_100_dr_0(lab: LabRun) -> None:
-    secrets = read_secrets(LabPaths(lab.root))
-    client = boto3.client(
-        "route53",
-        endpoint_url=lab.url("route53"),
-        region_name="us-east-1",
-        aws_access_key_id=secrets[AWS_KEY_ENV],
-        aws_secret_access_key=secrets[AWS_SECRET_ENV],
-    )
+    client = route53(lab)
     zones = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"]
     zone_id = zones[0]["Id"]
     records = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]

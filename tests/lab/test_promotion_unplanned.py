@@ -12,18 +12,23 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
-from activities.lease import open_lease_store
 from domain.book import BookSnapshot, Fill, Side
 from domain.promotion import PromotionReport
 from domain.reconciliation import DiscrepancyKind, recompute_positions
-from domain.topology import load_topology
 from lab.processes import wait_until
-from lab.stack import LabPaths, read_secrets
-from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV, VENUES
-from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, start_lab, venue_call
+from lab.topology_gen import VENUES
+from tests.lab.conftest import (
+    LabRun,
+    drctl_runbook,
+    inject_order,
+    lease_of,
+    replay_and_record,
+    route53,
+    start_lab,
+    venue_call,
+)
 
 GHOST_VENUES = ("alpha", "gamma")
 
@@ -51,13 +56,7 @@ def run_incident(lab: LabRun) -> Scenario:
     # Let the primary build a book that DR mirrors.
     assert wait_until(lambda: len(lab.get("oms-primary", "/book")["open_orders"]) >= 6, 60)
     for venue in GHOST_VENUES:
-        cid = f"E1-ghost-{uuid.uuid4().hex[:10]}"
-        venue_call(
-            lab, venue, "POST", "/admin/orders",
-            json={"client_order_id": cid, "epoch": 1, "symbol": "MSFT", "side": "buy",
-                  "qty": 7, "price": "101.50", "auto_fill": False},
-        )  # fmt: skip
-        scenario.ghosts[venue] = cid
+        scenario.ghosts[venue] = inject_order(lab, venue, f"E1-ghost-{uuid.uuid4().hex[:10]}", 1)
     assert lab.drctl("chaos", "kill", "primary").returncode == 0
     # One fill lands during the cutover on an order DR knows about.
     dr_book = BookSnapshot.model_validate(lab.get("oms-dr", "/book"))
@@ -86,17 +85,7 @@ def test_the_promotion_completes_with_the_epoch_incremented_exactly_once(
     assert report.outcome.value == "promoted", report.outcome_detail
     assert (report.previous_epoch, report.epoch) == (1, 2)
 
-    async def lease_epoch() -> tuple[int, str]:
-        topology = load_topology(scenario.lab.root / "topology.toml")
-        store = await open_lease_store(topology.lease)
-        try:
-            lease = await store.read("lab")
-        finally:
-            await store.close()
-        assert lease is not None
-        return lease.epoch, lease.region
-
-    assert asyncio.run(lease_epoch()) == (2, "dr")
+    assert asyncio.run(lease_of(scenario.lab)) == (2, "dr")
     confirmation = report.confirmation
     assert confirmation is not None and confirmation.down
     assert [s.name for s in report.steps if s.status == "completed"][:3] == [
@@ -147,14 +136,7 @@ def test_dr_positions_equal_positions_recomputed_from_venue_fills(scenario: Scen
 
 
 def test_dns_points_at_dr(scenario: Scenario) -> None:
-    secrets = read_secrets(LabPaths(scenario.lab.root))
-    client = boto3.client(
-        "route53",
-        endpoint_url=scenario.lab.url("route53"),
-        region_name="us-east-1",
-        aws_access_key_id=secrets[AWS_KEY_ENV],
-        aws_secret_access_key=secrets[AWS_SECRET_ENV],
-    )
+    client = route53(scenario.lab)
     zone_id = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
     records = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
     weights = {r["SetIdentifier"]: r["Weight"] for r in records if r["Name"] == "oms.lab.example."}
