@@ -26,8 +26,8 @@ from tests.lab.conftest import (
     drctl_runbook,
     inject_order,
     lease_of,
-    route53,
     running_lab,
+    weights_of,
 )
 from workflows.data_converter import DATA_CONVERTER
 
@@ -165,9 +165,4 @@ def failback(lab: LabRun) -> None:
 
 def dns_weights(lab: LabRun) -> dict[str, int]:
     """The weights Route 53 (the lab's emulator, over HTTP) holds for the OMS record now."""
-    client = route53(lab)
-    zone = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
-    records = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
-    return {
-        r["SetIdentifier"]: int(r["Weight"]) for r in records if r["Name"] == "oms.lab.example."
-    }
+    return weights_of(lab, "oms.lab.example.")

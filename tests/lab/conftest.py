@@ -143,6 +143,14 @@ def route53(lab: LabRun) -> Any:
     )
 
 
+def weights_of(lab: LabRun, record: str) -> dict[str, int]:
+    """Set identifier -> weight of one weighted record in the lab's Route 53, read now."""
+    client = route53(lab)
+    zone = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
+    records = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return {r["SetIdentifier"]: int(r["Weight"]) for r in records if r["Name"] == record}
+
+
 def inject_order(lab: LabRun, venue: str, client_order_id: str, epoch: int, **fields: Any) -> str:
     """Rest an order at a venue with no session or epoch check: an order some sender got in."""
     order = {"symbol": "MSFT", "side": "buy", "qty": 7, "price": "101.50"} | fields

@@ -22,7 +22,7 @@ from domain.drill import DrillReport
 from domain.topology import load_topology
 from lab.processes import find_binary, wait_until
 from lab.stack import LabPaths, read_secrets
-from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, start_lab
+from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, running_lab
 
 DRILL_ID = "dr-drill/lab"
 RECORD = "DRCTL_RECORD_HISTORIES"
@@ -30,14 +30,11 @@ RECORD = "DRCTL_RECORD_HISTORIES"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    run = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as run:
         started = drctl_runbook(run, "monitor", "start", "--system", "lab")
         assert started.returncode == 0, started.stderr
         assert wait_until(lambda: _all_vantages_healthy(run), 60, poll_s=0.5)
         yield run
-    finally:
-        run.down()
 
 
 def _monitor(lab: LabRun) -> dict[str, Any]:

@@ -11,13 +11,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import boto3
 import pytest
 
 from lab.processes import wait_until
-from lab.stack import LabPaths, read_secrets
-from lab.topology_gen import AWS_KEY_ENV, AWS_SECRET_ENV
-from tests.lab.conftest import LabRun, drctl_runbook, start_lab
+from tests.lab.conftest import LabRun, drctl_runbook, running_lab, weights_of
 
 # freshness_threshold_s + confirmation_count x interval_s + one interval, in the lab topology
 DETECTION_BUDGET_S = 2.0 + 3 * 1.0 + 1.0
@@ -26,13 +23,10 @@ RECOVERY_S = 5 * 1.0 + 5.0  # recovery_count x interval_s + the feed's recovery 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    run = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as run:
         started = drctl_runbook(run, "monitor", "start", "--feed", "lab-md")
         assert started.returncode == 0, started.stderr
         yield run
-    finally:
-        run.down()
 
 
 def feed(lab: LabRun) -> dict[str, Any]:
@@ -47,14 +41,7 @@ def settled_on_md_a(lab: LabRun) -> bool:
 
 
 def dns_weights(lab: LabRun) -> dict[str, int]:
-    secrets = read_secrets(LabPaths(lab.root))
-    client = boto3.client(
-        "route53", endpoint_url=lab.url("route53"), region_name="us-east-1",
-        aws_access_key_id=secrets[AWS_KEY_ENV], aws_secret_access_key=secrets[AWS_SECRET_ENV],
-    )  # fmt: skip
-    zone = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
-    records = client.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
-    return {r["SetIdentifier"]: r["Weight"] for r in records if r["Name"] == "md.lab.example."}
+    return weights_of(lab, "md.lab.example.")
 
 
 def fault_moves_the_feed_to_md_b(lab: LabRun, fault: str) -> float:

@@ -23,21 +23,18 @@ from domain.topology import load_topology
 from lab import stack
 from lab.processes import wait_until
 from lab.topology_gen import VANTAGES
-from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, start_lab
+from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, running_lab
 
 DETECTION_BUDGET_S = 3 * 1.0 + 1.0  # confirmation_count x interval_s + one interval (lab)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    run = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as run:
         started = drctl_runbook(run, "monitor", "start", "--system", "lab")
         assert started.returncode == 0, started.stderr
         assert wait_until(lambda: monitor(run)["phase"] == "nominal" and _all(run, "healthy"), 30)
         yield run
-    finally:
-        run.down()
 
 
 def monitor(lab: LabRun) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 
 from lab.processes import wait_until
 from lab.topology_gen import VENUES
-from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, start_lab, venue_call
+from tests.lab.conftest import LabRun, drctl_runbook, replay_and_record, running_lab, venue_call
 
 WORKFLOW_ID = "dr-promotion/lab"
 
@@ -19,8 +19,7 @@ WORKFLOW_ID = "dr-promotion/lab"
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     """A lab with a planned promotion requested by alice, waiting for its approval."""
-    lab = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as lab:
         started = drctl_runbook(
             lab, "failover", "--system", "lab", "--planned", "--as", "alice",
             "--reason", "quarterly switchover",
@@ -28,8 +27,6 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         assert started.returncode == 0, started.stderr
         assert wait_until(lambda: _status(lab).get("waiting_for") is not None, 30)
         yield lab
-    finally:
-        lab.down()
 
 
 def _status(lab: LabRun) -> dict[str, Any]:

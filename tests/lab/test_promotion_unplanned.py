@@ -25,9 +25,9 @@ from tests.lab.conftest import (
     inject_order,
     lease_of,
     replay_and_record,
-    route53,
-    start_lab,
+    running_lab,
     venue_call,
+    weights_of,
 )
 
 GHOST_VENUES = ("alpha", "gamma")
@@ -44,11 +44,8 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    lab = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
+    with running_lab(tmp_path_factory) as lab:
         yield run_incident(lab)
-    finally:
-        lab.down()
 
 
 def run_incident(lab: LabRun) -> Scenario:
@@ -136,11 +133,7 @@ def test_dr_positions_equal_positions_recomputed_from_venue_fills(scenario: Scen
 
 
 def test_dns_points_at_dr(scenario: Scenario) -> None:
-    client = route53(scenario.lab)
-    zone_id = client.list_hosted_zones_by_name(DNSName="lab.example.")["HostedZones"][0]["Id"]
-    records = client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
-    weights = {r["SetIdentifier"]: r["Weight"] for r in records if r["Name"] == "oms.lab.example."}
-    assert weights == {"primary": 0, "dr": 100}
+    assert weights_of(scenario.lab, "oms.lab.example.") == {"primary": 0, "dr": 100}
     assert report_of(scenario).dns_changed is True
     update = next(s for s in report_of(scenario).steps if s.name == "update_dns")
     assert update.status == "completed"  # the activity returns only once the change is INSYNC
