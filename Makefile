@@ -48,7 +48,7 @@ chromium:
 	@command -v chromium >/dev/null || ($(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium))
 
 test: $(STAMP) lint typecheck chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -277,51 +277,68 @@ class DnsActivities:
         waiting on the change the earlier attempt submitted (kept in the heartbeat details)
         rather than reporting the half-propagated change as done.
         """
-        dns = self._topology.dns
         record = weighted_record(self._topology, request.system, request.feed)
-        wanted = desired_weights(request.active)
-        client = await asyncio.to_thread(client_from_env, dns)
-
-        zone_id = await _call(dns, "looking up the zone", lambda: find_zone_id(client, record.zone))
-        if zone_id is None:
-            raise _zone_missing(dns, record)
-
-        weights = await _call(
-            dns, "reading weights", lambda: weights_in_zone(client, zone_id, record)
+        return await move_weights(
+            self._topology.dns,
+            record,
+            targets={PRIMARY_ID: record.primary_target, DR_ID: record.dr_target},
+            wanted=desired_weights(request.active),
+            comment=f"failover-runbooks: {request.active} active",
+            wait_timeout_s=request.wait_timeout_s,
         )
-        earlier = _change_of_earlier_attempt()
-        if weights != wanted:
-            change_id, status = await _call(
-                dns,
-                f"changing {record.record}",
-                lambda: _submit(client, zone_id, record, request.active),
-            )
-            # Kept in the heartbeat details so that a retry waits for this change, not a new one.
-            activity.heartbeat(change_id)
-            activity.logger.info(
-                "DNS %s -> %s submitted as change %s", record.record, request.active, change_id
-            )
-        elif earlier is not None:
-            change_id = earlier
-            status = await _call(
-                dns, f"checking change {change_id}", _change_status(client, earlier)
-            )
-        else:
-            activity.logger.info("DNS %s already points at %s", record.record, request.active)
-            return DnsChangeResult(
-                record=record.record, changed=False, change_id=None, status=INSYNC, weights=weights
-            )
-        await _wait_insync(dns, client, change_id, status, request.wait_timeout_s)
-        weights = await _call(
-            dns, "reading weights", lambda: weights_in_zone(client, zone_id, record)
+
+
+async def move_weights(
+    dns: DnsConfig,
+    record: WeightedRecord,
+    targets: dict[str, str],
+    wanted: dict[str, int],
+    comment: str,
+    wait_timeout_s: float,
+) -> DnsChangeResult:
+    """Give ``record``'s weighted entries (set identifier -> target) the ``wanted`` weights in
+    one batch and wait until Route 53 is INSYNC. Runs inside an activity: the promotion's DNS
+    step and a feed's source switch both move DNS through it.
+
+    Idempotent: if the weights already are ``wanted`` nothing is submitted, so a retry or a
+    repeat causes no second change. A retry after the INSYNC wait timed out resumes waiting on
+    the change the earlier attempt submitted (kept in the heartbeat details) rather than
+    reporting the half-propagated change as done.
+    """
+    client = await asyncio.to_thread(client_from_env, dns)
+
+    zone_id = await _call(dns, "looking up the zone", lambda: find_zone_id(client, record.zone))
+    if zone_id is None:
+        raise _zone_missing(dns, record)
+
+    weights = await _call(dns, "reading weights", lambda: weights_in_zone(client, zone_id, record))
+    earlier = _change_of_earlier_attempt()
+    if weights != wanted:
+        change_id, status = await _call(
+            dns,
+            f"changing {record.record}",
+            lambda: _submit(client, zone_id, record, targets, wanted, comment),
         )
+        # Kept in the heartbeat details so that a retry waits for this change, not a new one.
+        activity.heartbeat(change_id)
+        activity.logger.info("DNS %s %s submitted as change %s", record.record, wanted, change_id)
+    elif earlier is not None:
+        change_id = earlier
+        status = await _call(dns, f"checking change {change_id}", _change_status(client, earlier))
+    else:
+        activity.logger.info("DNS %s already has weights %s", record.record, wanted)
         return DnsChangeResult(
-            record=record.record,
-            changed=True,
-            change_id=change_id,
-            status=INSYNC,
-            weights=weights,
+            record=record.record, changed=False, change_id=None, status=INSYNC, weights=weights
         )
+    await _wait_insync(dns, client, change_id, status, wait_timeout_s)
+    weights = await _call(dns, "reading weights", lambda: weights_in_zone(client, zone_id, record))
+    return DnsChangeResult(
+        record=record.record,
+        changed=True,
+        change_id=change_id,
+        status=INSYNC,
+        weights=weights,
+    )
 
 
 def _change_of_earlier_attempt() -> str | None:
@@ -331,15 +348,21 @@ def _change_of_earlier_attempt() -> str | None:
     return None
 
 
-def _submit(client: Any, zone_id: str, record: WeightedRecord, active: Side) -> tuple[str, str]:
-    targets = {PRIMARY_ID: record.primary_target, DR_ID: record.dr_target}
-    wanted = desired_weights(active)
+def _submit(
+    client: Any,
+    zone_id: str,
+    record: WeightedRecord,
+    targets: dict[str, str],
+    wanted: dict[str, int],
+    comment: str,
+) -> tuple[str, str]:
     info = client.change_resource_record_sets(
         HostedZoneId=zone_id,
         ChangeBatch={
-            "Comment": f"failover-runbooks: {active} active",
+            "Comment": comment,
             "Changes": [
-                weighted_change(record, side, targets[side], wanted[side]) for side in wanted
+                weighted_change(record, identifier, targets[identifier], weight)
+                for identifier, weight in wanted.items()
             ],
         },
     )["ChangeInfo"]

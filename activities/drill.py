@@ -1,4 +1,5 @@
-"""What a drill does to the world: resolve its plan, and inject or heal a real lab fault.
+"""What a drill does to the world: resolve its plan, check every venue before anything is
+broken on purpose, and inject or heal a real lab fault.
 
 Faults go through the lab's control API (``[lab]`` in the topology), so a drill breaks the lab
 exactly as `drctl lab chaos` does: the process is really killed, the monitor really has to see it.
@@ -15,8 +16,10 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import venue_check
 from domain.drill import DrillPlan, FaultRecord, blackout_at
 from domain.topology import Topology
+from domain.venue_check import VenuesCheck
 
 
 class DrillPlanRequest(BaseModel):
@@ -27,6 +30,11 @@ class LabFaultRequest(BaseModel):
     action: Literal["kill", "heal"]
     # A chaos target of the lab: "primary" or "dr" (the OMS of that region).
     target: Literal["primary", "dr"]
+
+
+class VenuesCheckRequest(BaseModel):
+    system: str
+    fills_minutes: float = venue_check.DEFAULT_FILLS_MINUTES
 
 
 class DrillActivities:
@@ -52,6 +60,17 @@ class DrillActivities:
             approval_timeout_s=system.approval_timeout_s,
             ui_url=str(self._topology.temporal.ui_url),
         )
+
+    @activity.defn(name="check_venues")
+    async def check_venues(self, request: VenuesCheckRequest) -> VenuesCheck:
+        """The drill's pre-flight: the very check `drctl venues check` runs, read-only. A venue
+        that fails it is a row of the result, not a failed activity: the drill decides."""
+        try:
+            return await venue_check.check_venues(
+                self._topology, request.system, fills_minutes=request.fills_minutes
+            )
+        except KeyError as exc:
+            raise ApplicationError(str(exc.args[0]), non_retryable=True) from None
 
     @activity.defn(name="lab_fault")
     async def lab_fault(self, request: LabFaultRequest) -> FaultRecord:

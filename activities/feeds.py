@@ -1,30 +1,22 @@
-"""Switching a feed's active market-data source: the KV key consumers watch, and DNS.
+"""Switching a feed's active market-data source: the active-source store consumers watch, and DNS.
 
-Idempotent: writing the same source again changes nothing a consumer would notice, and DNS is
-changed only when its weights differ from the wanted ones.
+Idempotent: writing the same source again changes nothing a consumer would notice (the store
+port's promise), and DNS is changed only when its weights differ from the wanted ones, through
+the promotion's resumable change-and-wait (``activities.dns.move_weights``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import UTC, datetime
 
-import nats
-import nats.errors
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.dns import (
-    INSYNC,
-    client_from_env,
-    find_zone_id,
-    route53_error,
-    weighted_change,
-    weights_in_zone,
-)
-from domain.feeds import ActiveSource, active_source_key
+from activities.dns import move_weights
+from adapters.stores import open_active_source_store
+from domain.feeds import ActiveSource
+from domain.stores import StoreConfigError, StoreError, StoreUnavailable
 from domain.topology import FeedConfig, Topology
 
 
@@ -38,6 +30,8 @@ class FeedSwitchRequest(BaseModel):
 class FeedSwitchResult(BaseModel):
     feed: str
     source: str
+    # The active-source store's revision of the feed's key. Named when NATS KV was the only
+    # store; recorded histories carry the name, so it stays.
     kv_revision: int
     dns_changed: bool | None
     weights: dict[str, int]
@@ -70,13 +64,19 @@ class FeedActivities:
             switched_at=datetime.now(UTC),
             reason=request.reason,
         )
-        revision = await self._write_active(feed.name, value)
+        revision = await self._write_active(value)
         changed: bool | None = None
         weights: dict[str, int] = {}
         if feed.dns is not None:
-            changed, weights = await asyncio.to_thread(
-                self._set_weights, feed, source.name, request.wait_timeout_s
+            moved = await move_weights(
+                self._topology.dns,
+                feed.dns,
+                targets={s.name: s.dns_target for s in feed.sources},
+                wanted={s.name: 100 if s.name == source.name else 0 for s in feed.sources},
+                comment=f"failover-runbooks: feed {feed.name} on {source.name}",
+                wait_timeout_s=request.wait_timeout_s,
             )
+            changed, weights = moved.changed, moved.weights
         return FeedSwitchResult(
             feed=feed.name,
             source=source.name,
@@ -86,61 +86,31 @@ class FeedActivities:
             attempt=activity.info().attempt,
         )
 
-    async def _write_active(self, feed: str, value: ActiveSource) -> int:
-        lease = self._topology.lease
-        if lease.backend != "nats":
-            raise ApplicationError(
-                "switching a feed needs the NATS KV store; the Consul variant is not built yet",
-                non_retryable=True,
-            )
+    async def _write_active(self, value: ActiveSource) -> int:
+        """Publish ``value`` in the active-source store; store errors sorted for the retry
+        policy (an outage retries, a refusal or bad config waits for a person)."""
+        config = self._topology.active_source_store
+        where = "[active_source]" if self._topology.active_source is not None else "[lease]"
         try:
-            nc = await nats.connect(lease.address, connect_timeout=3, max_reconnect_attempts=1)
-        except (nats.errors.Error, OSError) as exc:
+            store = await open_active_source_store(config)
+            try:
+                return await store.write(value)
+            finally:
+                await store.close()
+        except StoreUnavailable as exc:
             raise ApplicationError(
-                f"KV store at {lease.address} unreachable: {type(exc).__name__}"
+                f"switching feed {value.feed!r}: {exc}; will retry",
+                type="StoreUnavailable",
             ) from None
-        try:
-            kv = await nc.jetstream(timeout=3).create_key_value(bucket=lease.bucket, history=16)
-            return int(await kv.put(active_source_key(feed), value.model_dump_json().encode()))
-        finally:
-            await nc.close()
-
-    def _set_weights(
-        self, feed: FeedConfig, active: str, wait_timeout_s: float
-    ) -> tuple[bool, dict[str, int]]:
-        record = feed.dns
-        assert record is not None
-        dns = self._topology.dns
-        client = client_from_env(dns)
-        wanted = {s.name: 100 if s.name == active else 0 for s in feed.sources}
-        try:
-            zone_id = find_zone_id(client, record.zone)
-            if zone_id is None:
-                raise ApplicationError(
-                    f"hosted zone {record.zone!r} not found for feed {feed.name!r}",
-                    non_retryable=True,
-                )
-            if weights_in_zone(client, zone_id, record) == wanted:
-                return False, wanted
-            info = client.change_resource_record_sets(
-                HostedZoneId=zone_id,
-                ChangeBatch={
-                    "Comment": f"failover-runbooks: feed {feed.name} on {active}",
-                    "Changes": [
-                        weighted_change(record, s.name, s.dns_target, wanted[s.name])
-                        for s in feed.sources
-                    ],
-                },
-            )["ChangeInfo"]
-            deadline = time.monotonic() + wait_timeout_s
-            status = str(info["Status"])
-            while status != INSYNC:
-                if time.monotonic() >= deadline:
-                    raise ApplicationError(f"DNS change {info['Id']} not INSYNC in time")
-                time.sleep(0.5)
-                status = str(client.get_change(Id=info["Id"])["ChangeInfo"]["Status"])
-        except ApplicationError:
-            raise
-        except Exception as exc:
-            raise route53_error(dns, f"switching feed {feed.name}", exc) from None
-        return True, wanted
+        except StoreConfigError as exc:
+            raise ApplicationError(
+                f"switching feed {value.feed!r}: {exc}; fix {where} in the topology",
+                type="StoreConfigError",
+                non_retryable=True,
+            ) from None
+        except StoreError as exc:
+            raise ApplicationError(
+                f"switching feed {value.feed!r}: {exc}",
+                type="StoreError",
+                non_retryable=True,
+            ) from None

@@ -6,9 +6,9 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.lease import LeaseConflict, LeaseStore
 from domain.lease import LeaseRecord
 from domain.promotion import LeaseGrant
+from domain.stores import LeaseConflict, LeaseStore
 
 
 class AcquireLeaseRequest(BaseModel):

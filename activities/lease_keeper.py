@@ -8,6 +8,8 @@ The active OMS runs one keeper. It renews every TTL/3. It calls ``on_fenced`` ex
 Time is measured from the moment the last successful renewal was *sent*, on the monotonic clock,
 so the keeper fences no later than the ``renewed_at + ttl_s`` that a takeover would honour.
 After fencing the keeper stops; trading resumes only through an explicit activation.
+
+``on_renewal`` (optional) hears the outcome of every renewal attempt, for a holder's metrics.
 """
 
 from __future__ import annotations
@@ -17,20 +19,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
-from activities.lease import LeaseError, LeaseLost, LeaseStore, LeaseStoreUnavailable
 from domain.lease import Lease
+from domain.stores import LeaseLost, LeaseStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 FencedCallback = Callable[[str], Awaitable[None]]
+# "renewed", or why not: the store did not answer, answered too late, another tenure holds the
+# lease, or any other store error.
+RenewalOutcome = Literal["renewed", "unavailable", "timeout", "lost", "error"]
+RenewalObserver = Callable[[RenewalOutcome, Lease], None]
+
+
+def _ignore(_outcome: RenewalOutcome, _lease: Lease) -> None:
+    pass
 
 
 class LeaseKeeper:
-    def __init__(self, store: LeaseStore, lease: Lease, on_fenced: FencedCallback) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        lease: Lease,
+        on_fenced: FencedCallback,
+        on_renewal: RenewalObserver = _ignore,
+    ) -> None:
         self._store = store
         self._lease = lease
         self._on_fenced = on_fenced
+        self._on_renewal = on_renewal
         self._last_renewal_sent = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self.fenced_reason: str | None = None
@@ -75,12 +93,18 @@ class LeaseKeeper:
                     self._store.renew(self._lease), timeout=max(deadline - sent, 0.01)
                 )
                 self._last_renewal_sent = sent
+                self._on_renewal("renewed", self._lease)
             except LeaseLost as lost:
+                self._on_renewal("lost", self._lease)
                 await self._fence(str(lost))
                 return
-            except (LeaseStoreUnavailable, TimeoutError) as exc:
+            except (StoreUnavailable, TimeoutError) as exc:
+                self._on_renewal(
+                    "timeout" if isinstance(exc, TimeoutError) else "unavailable", self._lease
+                )
                 log.warning("lease renewal failed, will retry: %s", exc or type(exc).__name__)
-            except LeaseError as exc:
+            except StoreError as exc:
+                self._on_renewal("error", self._lease)
                 log.error("lease renewal error, will retry: %s", exc)
             next_renewal = self._last_renewal_sent + interval
             deadline = self._last_renewal_sent + self.ttl_s

@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.book import BookSnapshot
+from domain.database import DbStateSummary
 from domain.promotion import (
     ControlOutcome,
     FenceOutcome,
@@ -54,6 +55,8 @@ class SyncRequest(BaseModel):
 class ReleaseRequest(BaseModel):
     oms_url: str
     epoch: int
+    # The venues to release now; None: every venue (as runs before per-venue release asked).
+    venues: list[str] | None = None
 
 
 class BookRequest(BaseModel):
@@ -135,15 +138,27 @@ class OmsActivities:
 
     @activity.defn(name="sync_dr_state")
     async def sync_dr_state(self, request: SyncRequest) -> ReplicationGap:
-        """Bring DR's book level with the stream; record how far behind it was."""
+        """Bring DR's book level with the stream, and its database state (pending orders, risk
+        parameters) with the promoted database; record how far behind it was and what it
+        loaded."""
         before = await self._get(request.oms_url, "/health")
         lag_before = before.get("replication_lag_s")
         result = await self._post(request.oms_url, "/control/sync")
+        loaded = result.get("database")
+        try:
+            database = DbStateSummary.model_validate(loaded) if loaded is not None else None
+        except ValidationError:
+            raise ApplicationError(
+                f"the OMS at {request.oms_url} answered /control/sync with a malformed "
+                "database part",
+                non_retryable=True,
+            ) from None
         return ReplicationGap(
             stream_last_seq=int(result["stream_last_seq"]),
             applied_before=int(before.get("last_applied_seq") or 0),
             applied_after=int(result["applied_seq"]),
             lag_before_s=float(lag_before) if lag_before is not None else None,
+            database_loaded=database,
             attempt=_attempt(),
         )
 
@@ -158,14 +173,19 @@ class OmsActivities:
 
     @activity.defn(name="release_trading")
     async def release_trading(self, request: ReleaseRequest) -> ControlOutcome:
-        health = await self._get(request.oms_url, "/health")
-        if int(health.get("epoch") or 0) != request.epoch:
+        """Trading resumes on ``venues`` at the promotion's epoch. The OMS refuses (409) a
+        release at an epoch it is not active at; the answer's epoch is checked as well, for an
+        OMS that answers without checking."""
+        release: dict[str, Any] = {"epoch": request.epoch}
+        if request.venues is not None:
+            release["venues"] = request.venues
+        body = await self._post(request.oms_url, "/control/release", release)
+        if int(body.get("epoch") or 0) != request.epoch:
             raise ApplicationError(
                 f"refusing to release trading: the OMS at {request.oms_url} is at epoch "
-                f"{health.get('epoch')}, this promotion holds epoch {request.epoch}",
+                f"{body.get('epoch')}, this promotion holds epoch {request.epoch}",
                 non_retryable=True,
             )
-        body = await self._post(request.oms_url, "/control/release")
         return ControlOutcome(
             trading_state=str(body["trading_state"]), epoch=int(body["epoch"]), attempt=_attempt()
         )

@@ -6,6 +6,7 @@ The plan is an activity result, so the exact configuration a promotion used is i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime
 from decimal import Decimal
 
@@ -14,18 +15,22 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.oms import BookRequest, OmsActivities
-from activities.venue_client import VenueClient, VenueError
-from domain.book import BookSnapshot, Fill, Side
+from activities.venues import venue_adapter
+from adapters.venues import declared_capabilities
+from domain.book import BookSnapshot, Fill
 from domain.monitoring import FeedPlan, MonitorPlan, SourcePlan, VantagePlan
 from domain.promotion import PositionCheck, PromotionPlan
+from domain.readiness import ReadinessThresholds
 from domain.reconciliation import (
     check_fills,
     compare_positions,
+    fills_from_reports,
     last_prices,
-    parse_venue_fills,
+    positions_before,
     recompute_positions,
 )
 from domain.topology import Topology
+from domain.venues import VenueCapability, VenueError
 
 # A healthy watch reports back once per lifetime: the monitor's whole cost while nothing happens.
 WATCH_LIFETIME_S = 600.0
@@ -52,12 +57,21 @@ class PositionsRequest(BaseModel):
     system: str
     oms_url: str
     fills_since: datetime
+    # One venue's part of the check (per-venue release); None: every venue at once.
+    venue: str | None = None
 
 
 class PlanActivities:
     def __init__(self, topology: Topology, oms: OmsActivities) -> None:
         self._topology = topology
         self._oms = oms
+        # Import every venue's adapter now, at worker start, not in a promotion's first step:
+        # asking an adapter class for its capabilities imports its client library, and ccxt
+        # alone takes one to three seconds, all of it RTO. A venue this worker cannot serve is
+        # reported by the step itself.
+        for system in topology.systems:
+            with contextlib.suppress(ApplicationError):
+                self._venue_capabilities(system.name)
 
     @activity.defn(name="load_promotion_plan")
     async def load_promotion_plan(self, request: PlanRequest) -> PromotionPlan:
@@ -87,7 +101,11 @@ class PlanActivities:
             from_oms_url=str(regions[from_region]),
             to_oms_url=str(regions[to_region]),
             venues=list(system.venues),
-            member=system.name,
+            accounts={v.name: v.account_for(system.name) for v in topology.venues_of(system)},
+            session_bound_reads=[
+                v.name for v in topology.venues_of(system) if v.session_bound_reads
+            ],
+            venue_capabilities=self._venue_capabilities(system.name),
             discrepancy_tolerance_notional=Decimal(str(system.discrepancy_tolerance_notional)),
             fill_lookback_margin_s=system.fill_lookback_margin_s,
             approval_timeout_s=system.approval_timeout_s,
@@ -98,7 +116,22 @@ class PlanActivities:
             lease_ttl_s=topology.lease.ttl_s,
             ui_url=str(topology.temporal.ui_url),
             dns_active="dr" if to_region == system.dr_region else "primary",
+            has_database=system.database is not None,
+            loaded_on=activity.info().task_queue,
         )
+
+    def _venue_capabilities(self, system: str) -> dict[str, list[VenueCapability]]:
+        """Each venue's declared capabilities, asked of its adapter class: no connection."""
+        try:
+            return {
+                v.name: sorted(declared_capabilities(v))
+                for v in self._topology.venues_of(self._topology.system(system))
+            }
+        except VenueError as exc:
+            raise ApplicationError(
+                f"{exc}; fix the topology or install the adapter's client library on this worker",
+                non_retryable=True,
+            ) from None
 
     @activity.defn(name="load_monitor_plan")
     async def load_monitor_plan(self, request: MonitorPlanRequest) -> MonitorPlan:
@@ -124,6 +157,15 @@ class PlanActivities:
             recovery_count=health.recovery_count,
             cooldown_s=health.cooldown_s,
             watch_lifetime_s=WATCH_LIFETIME_S,
+            readiness=ReadinessThresholds(
+                max_stream_lag_events=health.dr_ready_max_stream_lag_events,
+                max_stream_lag_s=health.dr_ready_max_stream_lag_s,
+                intervals=health.dr_ready_intervals,
+                db_max_lag_bytes=system.database.max_lag_on_failover_bytes
+                if system.database
+                else None,
+                db_max_lag_s=system.database.max_lag_on_failover_s if system.database else None,
+            ),
         )
 
     @activity.defn(name="load_feed_plan")
@@ -159,6 +201,7 @@ class PlanActivities:
         return [
             VantagePlan(
                 name=v.name,
+                region=v.region,
                 task_queue=v.task_queue,
                 http_proxy=str(v.http_proxy) if v.http_proxy else None,
             )
@@ -173,15 +216,27 @@ class PlanActivities:
         plus every (deduplicated) venue fill since then, up to the last fill the book has booked
         from each venue. A difference left after that is real; it gets a few rounds in case a
         fill was booked between the two reads, then it is reported.
+
+        With ``venue``, only that venue's fills are taken out and put back: what is left is
+        that venue's own difference, so each venue's check gates only that venue's release
+        (the venues' differences add up to the whole book's).
         """
         system = self._topology.system(request.system)
-        venues = self._topology.venues_of(system)
+        venues = [
+            v
+            for v in self._topology.venues_of(system)
+            if request.venue is None or v.name == request.venue
+        ]
+        checked = {v.name for v in venues}
         result = PositionCheck(discrepancies=[], positions={}, rounds=0)
         for round_ in range(1, POSITION_ROUNDS + 1):
             activity.heartbeat(round_)
             book = await self._fetch_book(request)
             venue_fills = await asyncio.gather(
-                *(self._fills(v.name, system.name, request.fills_since) for v in venues)
+                *(
+                    self._fills(v.name, v.account_for(system.name), request.fills_since)
+                    for v in venues
+                )
             )
             # Compare at the book's own cut: a venue fill newer than the last fill the book
             # has booked from that venue is not yet due (the OMS books it next), while an
@@ -192,11 +247,20 @@ class PlanActivities:
                 for f in per_venue
                 if f.venue_seq <= book.venue_fill_seq.get(f.venue, 0)
             ]
-            booked = {f.trade_id for f in book.fills}
-            unique, _ = check_fills("*", due, booked)
-            base = recompute_positions(book.positions, (_opposite(f) for f in book.fills))
+            # Trade ids are unique only within a venue: deduplicate venue by venue.
+            unique = [
+                fill
+                for v in venues
+                for fill in check_fills(
+                    v.name,
+                    [f for f in due if f.venue == v.name],
+                    {f.trade_id for f in book.fills if f.venue == v.name},
+                )[0]
+            ]
+            booked = [f for f in book.fills if f.venue in checked]
+            base = positions_before(book.positions, booked)
             recomputed = recompute_positions(base, unique)
-            prices = last_prices([*unique, *book.fills])
+            prices = last_prices([*unique, *booked])
             discrepancies = compare_positions(book.positions, recomputed, prices)
             result = PositionCheck(
                 discrepancies=discrepancies,
@@ -210,25 +274,18 @@ class PlanActivities:
         return result
 
     async def _fetch_book(self, request: PositionsRequest) -> BookSnapshot:
+        # Positions and fills only: the open orders are the reconciliation's business.
         return await self._oms.fetch_dr_book(
-            BookRequest(oms_url=request.oms_url, fills_since=request.fills_since)
+            BookRequest(
+                oms_url=request.oms_url,
+                fills_since=request.fills_since,
+                venue=request.venue,
+                include_orders=False,
+            )
         )
 
-    async def _fills(self, venue: str, member: str, since: datetime) -> list[Fill]:
-        try:
-            client = VenueClient(self._topology.venue(venue), member=member)
-        except VenueError as exc:
-            raise ApplicationError(str(exc), non_retryable=True) from None
-        try:
-            raw = await client.fills_raw(since_time=since)
-        except VenueError as exc:
-            raise ApplicationError(str(exc)) from None
-        finally:
-            await client.close()
-        fills, _ = parse_venue_fills(venue, raw)
+    async def _fills(self, venue: str, account: str, since: datetime) -> list[Fill]:
+        async with venue_adapter(self._topology, venue, account) as adapter:
+            reports = await adapter.fills_since(since)
+        fills, _ = fills_from_reports(venue, reports)
         return fills
-
-
-def _opposite(fill: Fill) -> Fill:
-    """The same fill with the other side: subtracting a booked fill from a position."""
-    return fill.model_copy(update={"side": Side.SELL if fill.side is Side.BUY else Side.BUY})

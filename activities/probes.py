@@ -42,6 +42,9 @@ class ProbeCounters(BaseModel):
     # Wall-clock time of the last check: a watch restarted after a verdict change keeps the
     # cadence, so confirmation_count failures always span confirmation_count intervals.
     last_check_at: float | None = None
+    # Wall-clock time of the first failed check of the current streak (None while passing):
+    # where the monitor's detection latency starts.
+    failing_since: float | None = None
 
 
 class WatchRequest(BaseModel):
@@ -109,6 +112,10 @@ class ProbeActivities:
                 failure = await check_once(http, request, counters)
                 counters = _count(counters, failure)
                 counters.last_check_at = checked_at
+                if counters.consecutive_failed == 1:
+                    counters.failing_since = checked_at
+                elif counters.consecutive_failed == 0:
+                    counters.failing_since = None
                 counters.verdict = next_verdict(
                     counters, request.confirmation_count, request.recovery_count
                 )

@@ -13,11 +13,10 @@ from datetime import datetime
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.collector import collector_paused
 from activities.oms import BookRequest, OmsActivities
-from activities.venue_client import VenueClient, VenueError
-from activities.venues import venue_failure
+from activities.venues import Account, venue_adapter
 from domain.book import orders_after_fills
 from domain.reconciliation import (
     DiscrepancyKind,
@@ -25,11 +24,12 @@ from domain.reconciliation import (
     OrderFinding,
     check_fills,
     classify_orders,
+    fills_from_reports,
+    orders_to_cancel,
     outside_universe,
-    parse_venue_fills,
-    parse_venue_orders,
 )
 from domain.topology import Topology
+from domain.venues import VenueAdapter
 
 # A venue that keeps filling while we look can make one round disagree with itself; a few
 # rounds tell a race from a real difference.
@@ -39,7 +39,7 @@ UNSETTLED = (DiscrepancyKind.DRIFT, DiscrepancyKind.MISSING_AT_VENUE)
 
 class ReconcileRequest(BaseModel):
     venue: str
-    member: str
+    account: Account
     dr_oms_url: str
     fills_since: datetime
     new_epoch: int
@@ -58,13 +58,12 @@ class VenueDiff(BaseModel):
 
     @property
     def to_cancel(self) -> list[str]:
-        kinds = (DiscrepancyKind.GHOST, DiscrepancyKind.OLD_EPOCH)
-        return sorted(f.client_order_id for f in self.findings if f.kind in kinds)
+        return orders_to_cancel(self.findings)
 
 
 class StillOpenRequest(BaseModel):
     venue: str
-    member: str
+    account: Account
     client_order_ids: list[str]
 
 
@@ -79,30 +78,20 @@ class ReconcileActivities:
         self._topology = topology
         self._oms = oms
 
-    def _client(self, venue: str, member: str) -> VenueClient:
-        try:
-            return VenueClient(self._topology.venue(venue), member=member)
-        except (KeyError, VenueError) as exc:
-            raise ApplicationError(str(exc), non_retryable=True) from None
-
     @activity.defn(name="reconcile_venue")
     async def reconcile_venue(self, request: ReconcileRequest) -> VenueDiff:
         """Classify every open order at the venue and in the DR book, and check the fills."""
-        client = self._client(request.venue, request.member)
-        try:
+        async with venue_adapter(self._topology, request.venue, request.account) as venue:
             for round_ in range(1, SETTLE_ROUNDS + 1):
                 activity.heartbeat(round_)
-                diff = await self._one_round(client, request, round_)
+                with collector_paused():
+                    diff = await self._one_round(venue, request, round_)
                 if not any(f.kind in UNSETTLED for f in diff.findings):
                     break
-            return diff
-        except VenueError as exc:
-            raise venue_failure(exc) from None
-        finally:
-            await client.close()
+        return diff
 
     async def _one_round(
-        self, client: VenueClient, request: ReconcileRequest, round_: int
+        self, venue: VenueAdapter, request: ReconcileRequest, round_: int
     ) -> VenueDiff:
         # DR first, the venue after: whatever the venue did in between shows up in its fills,
         # which are applied to DR's view before comparing.
@@ -111,22 +100,18 @@ class ReconcileActivities:
                 oms_url=request.dr_oms_url, fills_since=request.fills_since, venue=request.venue
             )
         )
-        raw_orders, raw_fills = await asyncio.gather(
-            client.open_orders_raw(), client.fills_raw(since_time=request.fills_since)
+        reported_orders, reported_fills = await asyncio.gather(
+            venue.open_orders(), venue.fills_since(request.fills_since)
         )
-        orders, malformed_orders = parse_venue_orders(request.venue, raw_orders)
-        fills, malformed_fills = parse_venue_fills(request.venue, raw_fills)
+        fills, malformed_fills = fills_from_reports(request.venue, reported_fills)
         fills, unknown_symbols = outside_universe(request.venue, fills, self._symbols(request))
         booked = {f.trade_id for f in book.fills}
         unique, fill_findings = check_fills(request.venue, fills, booked)
         unbooked = [f for f in unique if f.trade_id not in booked]
         dr_view = orders_after_fills(book.open_orders_at(request.venue), unbooked)
-        findings = [
-            *classify_orders(
-                request.venue, orders, dr_view, request.new_epoch, request.takeover_at
-            ),
-            *malformed_orders,
-        ]
+        findings = classify_orders(
+            request.venue, reported_orders, dr_view, request.new_epoch, request.takeover_at
+        )
         matched = [f for f in findings if f.kind is DiscrepancyKind.MATCHED]
         return VenueDiff(
             venue=request.venue,
@@ -145,15 +130,13 @@ class ReconcileActivities:
     @activity.defn(name="still_open")
     async def still_open(self, request: StillOpenRequest) -> StillOpen:
         """Which of these orders the venue still has open (the confirming re-query)."""
-        client = self._client(request.venue, request.member)
-        try:
-            raw = await client.open_orders_raw()
-        except VenueError as exc:
-            raise venue_failure(exc) from None
-        finally:
-            await client.close()
-        wanted = set(request.client_order_ids)
-        open_ids = {str(o.get("client_order_id")) for o in raw} & wanted
+        async with venue_adapter(self._topology, request.venue, request.account) as venue:
+            reported = await venue.open_orders()
+        # A malformed report that names one of these ids still says the order is there.
+        seen = [o.client_order_id for o in reported.orders] + [
+            m.reference for m in reported.malformed
+        ]
+        open_ids = set(seen) & set(request.client_order_ids)
         return StillOpen(
             venue=request.venue,
             client_order_ids=sorted(open_ids),

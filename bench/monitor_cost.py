@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from domain.monitoring import MonitorRequest, monitor_workflow_id
+from domain.monitoring import SYSTEM_MONITOR_WORKFLOW, SystemMonitorRequest, monitor_workflow_id
 from domain.promotion import promotion_workflow_id
 from domain.topology import load_topology
 from lab import stack
@@ -42,8 +42,8 @@ async def measure(root: Path) -> dict[str, Any]:
     topology = load_topology(LabPaths(root).topology)
     client = await Client.connect(topology.temporal.address, data_converter=pydantic_data_converter)
     handle = await client.start_workflow(
-        "HealthMonitor",
-        MonitorRequest(system="lab"),
+        SYSTEM_MONITOR_WORKFLOW,
+        SystemMonitorRequest(system="lab"),
         id=monitor_workflow_id("lab"),
         task_queue="region-dr",
     )

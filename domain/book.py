@@ -46,10 +46,12 @@ def client_order_id_prefix(epoch: int) -> str:
 
 
 def epoch_of_client_order_id(client_order_id: str) -> int | None:
+    """The epoch an ``E<epoch>-`` prefix names; None without one. Epochs start at 1, so
+    ``E0-`` is no epoch of ours either."""
     head, sep, _ = client_order_id.partition("-")
     if not sep or not head.startswith("E") or not head[1:].isdigit():
         return None
-    return int(head[1:])
+    return int(head[1:]) or None
 
 
 class Order(BaseModel):
@@ -66,7 +68,8 @@ class Order(BaseModel):
     filled_qty: Annotated[int, Field(ge=0)] = 0
     status: OrderStatus = OrderStatus.OPEN
     created_at: datetime | None = None
-    updated_at: datetime
+    # Not every venue reports when an order last changed (the DR book always knows).
+    updated_at: datetime | None = None
 
     @property
     def remaining_qty(self) -> int:
@@ -91,6 +94,11 @@ class Fill(BaseModel):
     @property
     def signed_qty(self) -> int:
         return self.side.sign * self.qty
+
+    @property
+    def trade_key(self) -> tuple[str, str]:
+        """A trade's identity: trade ids are unique only within their venue."""
+        return (self.venue, self.trade_id)
 
 
 class OrderEvent(BaseModel):
@@ -140,7 +148,8 @@ class Book(BaseModel):
 
     orders: dict[str, Order] = Field(default_factory=dict)
     positions: dict[str, int] = Field(default_factory=dict)
-    trade_ids: set[str] = Field(default_factory=set)
+    # (venue, trade id): a venue numbers only its own trades, so two venues' ids can collide.
+    trade_ids: set[tuple[str, str]] = Field(default_factory=set)
     # Highest fill sequence seen per venue: where fill polling and reconciliation resume.
     venue_fill_seq: dict[str, int] = Field(default_factory=dict)
     fills: list[Fill] = Field(default_factory=list)
@@ -176,9 +185,9 @@ class Book(BaseModel):
             self.orders[order.client_order_id] = order
 
     def _apply_fill(self, fill: Fill) -> None:
-        if fill.trade_id in self.trade_ids:
+        if fill.trade_key in self.trade_ids:
             return  # venues re-send fills; a trade counts once
-        self.trade_ids.add(fill.trade_id)
+        self.trade_ids.add(fill.trade_key)
         self.fills.append(fill)
         self.venue_fill_seq[fill.venue] = max(
             self.venue_fill_seq.get(fill.venue, 0), fill.venue_seq

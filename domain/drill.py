@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, model_validator
 
+from domain.database import DbReseed, ReplicaLag
 from domain.promotion import (
     Comment,
     DrKind,
@@ -24,10 +25,12 @@ from domain.promotion import (
     RecordedAction,
     ReplicationGap,
     StepRecord,
-    SystemName,
     _Boundary,
+    replication_sentence,
+    step_line,
 )
-from domain.topology import WEEKDAYS, BlackoutWindow, DrillConfig
+from domain.topology import WEEKDAYS, BlackoutWindow, DrillConfig, Name
+from domain.venue_check import VenuesCheck
 
 DRILL_WORKFLOW = "Drill"
 FAILBACK_WORKFLOW = "Failback"
@@ -65,7 +68,7 @@ class DrillRequest(_Boundary):
     """Run a drill. ``{"system": "lab"}`` is complete: the scenario follows from the system
     (kill-primary where the lab's control API exists, else planned-switchover)."""
 
-    system: SystemName
+    system: Name
     scenario: DrillScenario | None = None
     requested_by: Identity = "temporal-ui"
     approver: Identity = "drill-approver"
@@ -119,7 +122,7 @@ class FailbackRequest(_Boundary):
     """Return a system to its primary region: resync the old primary, then a planned
     promotion back, approved by a second operator (``approver`` sends it when given)."""
 
-    system: SystemName
+    system: Name
     requested_by: Identity
     approver: Identity | None = None
     reason: Comment = ""
@@ -139,6 +142,37 @@ class FailbackReport(BaseModel):
     resync: ReplicationGap | None
     promotion: PromotionReport | None
     monitor_following: str | None
+    # The old primary's database re-seeded as a replica of the new primary, and its lag once
+    # caught up. Defaulted: reports from before the failback re-seeded still decode.
+    db_reseed: DbReseed | None = None
+    db_lag: ReplicaLag | None = None
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"failback of {self.system}: {self.outcome.value} ({self.outcome_detail})"]
+        lines.append(f"  {self.from_region} to {self.to_region}.")
+        if self.resync is not None:
+            lines.append(f"  resync of {self.to_region}: {replication_sentence(self.resync)}")
+        if self.db_reseed is not None:
+            lines.append(f"  database of {self.to_region}: {self._reseed_sentence()}")
+        if self.monitor_following is not None:
+            lines.append(f"  the health monitor now follows {self.monitor_following}.")
+        lines += [f"    {step_line(step)}" for step in self.steps]
+        return lines
+
+    def _reseed_sentence(self) -> str:
+        reseed = self.db_reseed
+        assert reseed is not None
+        if reseed.method == "no_database":
+            return "none configured; nothing to re-seed."
+        done = (
+            "already a streaming replica of the new primary"
+            if reseed.method == "already_streaming"
+            else f"re-seeded with {reseed.method} as a replica of the new primary"
+        )
+        lag = self.db_lag
+        if lag is None:
+            return f"{done}."
+        return f"{done}; it streams, {lag.bytes:,} bytes and {lag.seconds:.1f} s behind."
 
 
 class DrillMeasurements(BaseModel):
@@ -244,11 +278,21 @@ class DrillReport(BaseModel):
     failback: FailbackReport | None
     actions: list[RecordedAction]
     ui_url: str
+    # The pre-flight venues check; None where it did not run (refused first, or a run recorded
+    # before the drill had a pre-flight).
+    venues_check: VenuesCheck | None = None
 
     def summary_lines(self) -> list[str]:
         verdict = "PASSED" if self.passed else f"FAILED ({self.outcome.value})"
         lines = [f"drill of {self.system} ({self.scenario.value}): {verdict}"]
         lines += [f"  - {reason}" for reason in self.reasons]
+        if self.venues_check is not None:
+            check = self.venues_check
+            lines.append(
+                f"  pre-flight: all {len(check.venues)} venues answered through their adapters"
+                if check.ok
+                else f"  pre-flight: {len(check.failed)} of {len(check.venues)} venues failed"
+            )
         m, o = self.measured, self.objectives
         if self.scenario is DrillScenario.KILL_PRIMARY:
             lines.append(f"  detection {_s(m.detection_s)} (objective {o.max_detection_s:g} s)")
@@ -262,9 +306,7 @@ class DrillReport(BaseModel):
             lines.append(
                 f"  failback: {self.failback.outcome.value} ({self.failback.outcome_detail})"
             )
-        for step in self.steps:
-            took = f"{step.duration_s:.3f} s" if step.duration_s is not None else "-"
-            lines.append(f"    {step.name:<24} {step.status:<9} {took:>10}  {step.detail}")
+        lines += [f"    {step_line(step)}" for step in self.steps]
         return lines
 
 

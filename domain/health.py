@@ -1,6 +1,6 @@
 """The health monitor's state machine: when a quorum of vantage points says "down", fail over.
 
-The HealthMonitor workflow watches one protected system from several vantage points. Each
+The SystemMonitor workflow watches one protected system from several vantage points. Each
 vantage's probe debounces its own observations (``confirmation_count`` consecutive failures
 before DOWN, ``recovery_count`` successes before HEALTHY again) and reports only verdict
 changes. The workflow turns those reports and operator signals into events, and ``step`` decides
@@ -42,17 +42,22 @@ any                    target switched                            verdicts reset
 An ack or the end of a maintenance pause can therefore release a failover that a
 standing down quorum was waiting for: that is what the ack is for. Every phase change is
 recorded in ``history`` (the last ``HISTORY_LIMIT``), with the event that caused it.
+
+What each vantage last reported (when, and what failed) is kept in ``seen``: when the monitor
+fails over, ``quorum_evidence`` hands exactly that to the promotion as its confirmation.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Literal, assert_never
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from domain.promotion import Identity
+from domain.promotion import Identity, MonitorEvidence, VantageVerdict
+from domain.readiness import DrReadiness
 
 # Bounded so that the state continue-as-new hands over stays small however long the monitor runs.
 HISTORY_LIMIT = 50
@@ -109,6 +114,18 @@ class PhaseChange(BaseModel):
     reason: str
 
 
+class VantageSeen(BaseModel):
+    """A vantage point's last reported verdict: when it came, what failed, since when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    verdict: Verdict
+    at: AwareDatetime
+    detail: str = ""
+    # When its current streak of failed checks began (None while it passes).
+    failing_since: AwareDatetime | None = None
+
+
 class MonitorState(BaseModel):
     """All state of a long-running monitor: continue-as-new hands it over whole."""
 
@@ -125,6 +142,14 @@ class MonitorState(BaseModel):
     # Why a standing down quorum did not start a failover (paused / needs ack / cooldown).
     blocked_reason: str | None = None
     history: list[PhaseChange] = Field(default_factory=list)
+    # The region the monitor watches (None until its first plan names the primary). Here, not
+    # beside the state, so continue-as-new hands the monitor over as this one object.
+    active_region: str | None = None
+    # Per vantage, its last report in full (the evidence a failover is handed).
+    seen: dict[str, VantageSeen] = Field(default_factory=dict)
+    # The standby side's readiness to take over (None until first measured, or never for a
+    # monitor whose topology predates it).
+    readiness: DrReadiness | None = None
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -141,6 +166,9 @@ class VerdictChanged(_Event):
     vantage: str
     verdict: Verdict
     at: AwareDatetime
+    # What the probe saw fail, and since when (the first failed check of the streak).
+    detail: str = ""
+    failing_since: AwareDatetime | None = None
 
 
 class ActionFinished(_Event):
@@ -211,6 +239,15 @@ def step(
 
     if isinstance(event, VerdictChanged):
         new.verdicts = {**new.verdicts, event.vantage: event.verdict}
+        new.seen = {
+            **new.seen,
+            event.vantage: VantageSeen(
+                verdict=event.verdict,
+                at=event.at,
+                detail=event.detail,
+                failing_since=event.failing_since,
+            ),
+        }
         cause = f"{event.vantage} reports {event.verdict}"
     elif isinstance(event, Acknowledged):
         # Releases the ack block only; the cooldown still runs from the last failover.
@@ -228,6 +265,7 @@ def step(
     elif isinstance(event, TargetSwitched):
         # The old verdicts describe the side we no longer depend on.
         new.verdicts = {}
+        new.seen = {}
         cause = f"target switched ({event.detail})"
     else:
         assert_never(event)
@@ -254,6 +292,46 @@ def summary(state: MonitorState, policy: MonitorPolicy) -> str:
     if state.blocked_reason is not None:
         parts.append(f"blocked: {state.blocked_reason}")
     return "; ".join(parts)
+
+
+def quorum_evidence(
+    state: MonitorState,
+    policy: MonitorPolicy,
+    regions: Mapping[str, str],
+    monitor_workflow_id: str,
+    decided_at: AwareDatetime,
+) -> MonitorEvidence:
+    """What the monitor decided on, for the promotion: every voting vantage's verdict, where it
+    stands (``regions``), when it reported and what it saw; the quorum it needed."""
+    verdicts = []
+    for vantage in policy.vantages:
+        seen = state.seen.get(vantage)
+        verdicts.append(
+            VantageVerdict(
+                vantage=vantage,
+                region=regions.get(vantage) or "unknown",
+                verdict=state.verdicts.get(vantage, Verdict.UNKNOWN).value,
+                at=seen.at if seen is not None else decided_at,
+                detail=(seen.detail if seen is not None else "no report yet")[:500],
+            )
+        )
+    return MonitorEvidence(
+        monitor_workflow_id=monitor_workflow_id,
+        decided_at=decided_at,
+        quorum=policy.quorum,
+        verdicts=verdicts,
+    )
+
+
+def detection_started_at(state: MonitorState, policy: MonitorPolicy) -> AwareDatetime | None:
+    """When the outage was first seen: the earliest first failed check among the vantages that
+    now say DOWN (None when no probe said; then detection latency is not measured)."""
+    starts = [
+        seen.failing_since
+        for v in _down(state, policy)
+        if (seen := state.seen.get(v)) is not None and seen.failing_since is not None
+    ]
+    return min(starts, default=None)
 
 
 def _evaluate(state: MonitorState, policy: MonitorPolicy, at: AwareDatetime, cause: str) -> Action:
@@ -297,6 +375,7 @@ def _finish_failover(state: MonitorState, event: ActionFinished, policy: Monitor
         # The verdicts described the side we just failed away from. Kept, they would let the
         # next ack (the natural reply to a failover) fire a second failover back onto it.
         state.verdicts = {}
+        state.seen = {}
         state.blocked_reason = None
         _enter(state, MonitorPhase.FAILOVER_COMPLETE, event.at, f"failover done: {event.detail}")
         return

@@ -1,4 +1,10 @@
-"""The HealthMonitor runbook's vocabulary: its request, its plan, operator actions, its status."""
+"""The monitors' vocabulary: their requests, plans, operator actions and status.
+
+Two monitors: the SystemMonitor watches a trading system and promotes its DR region; the
+FeedMonitor watches a market-data feed's ranked sources and switches between them. HealthMonitor
+is the type both ran as before they were split: its executions still run (workflows/
+health_monitor.py) and continue as the new types.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from domain.feeds import FeedState, SourceSwitch
 from domain.health import MonitorPhase, MonitorState, Verdict
 from domain.promotion import Identity
+from domain.readiness import DrReadiness, ReadinessSample, ReadinessThresholds
+from domain.topology import Name
 
+SYSTEM_MONITOR_WORKFLOW = "SystemMonitor"
+FEED_MONITOR_WORKFLOW = "FeedMonitor"
+# Before the split: kept registered so that running executions finish their run, then continue
+# as SystemMonitor or FeedMonitor.
 HEALTH_MONITOR_WORKFLOW = "HealthMonitor"
-
-
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+MONITOR_WORKFLOWS = (SYSTEM_MONITOR_WORKFLOW, FEED_MONITOR_WORKFLOW, HEALTH_MONITOR_WORKFLOW)
 
 
 def monitor_workflow_id(system: str) -> str:
@@ -26,9 +36,26 @@ def feed_monitor_workflow_id(feed: str) -> str:
     return f"md-monitor/{feed}"
 
 
+class SystemMonitorRequest(BaseModel):
+    """``{"system": "lab"}`` is a complete input; continue-as-new fills in the state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: Name
+    state: MonitorState | None = None
+
+
+class FeedMonitorRequest(BaseModel):
+    """``{"feed": "lab-md"}`` is a complete input; continue-as-new fills in the state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feed: Name
+    state: FeedState | None = None
+
+
 class MonitorRequest(BaseModel):
-    """``{"system": "lab"}`` or ``{"feed": "lab-md"}`` is a complete input; the rest is filled
-    in by continue-as-new."""
+    """The HealthMonitor's input, kept so its running executions still decode theirs."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +76,9 @@ class VantagePlan(BaseModel):
     name: str
     task_queue: str
     http_proxy: str | None
+    # Where it stands (its topology region), for the evidence a failover hands over. Absent
+    # from plans recorded before it existed.
+    region: str = ""
 
 
 class SourcePlan(BaseModel):
@@ -95,6 +125,9 @@ class MonitorPlan(BaseModel):
     recovery_count: int
     cooldown_s: float
     watch_lifetime_s: float
+    # DR readiness bounds. Absent from plans recorded before the monitor watched readiness:
+    # such a run never starts the readiness watch.
+    readiness: ReadinessThresholds | None = None
 
     def other_region(self, region: str) -> str:
         return self.dr_region if region == self.primary_region else self.primary_region
@@ -128,3 +161,7 @@ class MonitorStatus(BaseModel):
     history_length: int
     # Defaulted: a status from a monitor started before it existed still decodes.
     cooldown_s: float | None = None
+    # The standby's readiness as the monitor holds it (changes only when readiness does) ...
+    readiness: DrReadiness | None = None
+    # ... and its latest figures, read live from the readiness watch's heartbeat by drctl.
+    readiness_live: ReadinessSample | None = None

@@ -6,7 +6,8 @@ either side gets exactly one named finding, every suspicious fill report gets on
 position the fills disagree with gets one. The runbook acts only on the findings it may act on
 (cancel ghosts and old-epoch orders); everything else is put in front of a person.
 
-Venue data arrives as JSON from systems we do not control: a malformed report becomes a finding,
+Venue data arrives as typed reports (domain/venues.py) that adapters built from systems we do not
+control: a report that did not validate arrives as a ``MalformedReport`` and becomes a finding,
 never an exception and never a silent drop. Pure (no I/O, clocks or randomness), because
 workflows import it.
 """
@@ -18,13 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from domain.book import Fill, Order, epoch_of_client_order_id
-
-_UNKNOWN = "<unknown>"
+from domain.venues import FillReport, FillReports, MalformedReport, OrderReport, OrderReports
 
 # What makes two reports of one order the same working order; the rest is bookkeeping.
 _COMPARED_ORDER_FIELDS = ("symbol", "side", "qty", "price", "filled_qty")
@@ -36,6 +36,9 @@ class DiscrepancyKind(StrEnum):
     MISSING_AT_VENUE = "missing_at_venue"
     GHOST = "ghost"
     OLD_EPOCH = "old_epoch"
+    # Working at the venue with neither an epoch nor our client-order-id prefix: placed by
+    # someone else on the account. Never cancelled by the runbook; a person decides.
+    UNKNOWN_ORIGIN = "unknown_origin"
 
 
 # Only orders DR knows nothing about and that no current holder sent are cancelled without a
@@ -61,6 +64,15 @@ class OrderFinding(BaseModel):
     detail: str
     # The epoch was taken from the client-order-id prefix, or is not known at all.
     inferred: bool = False
+    # The venue's report of this order did not validate: what is working there is unknown.
+    malformed: bool = False
+
+    @property
+    def needs_a_person(self) -> bool:
+        """An order the runbook can neither act on nor price: placed by someone else on the
+        account, or reported so badly that what is working is unknown. Its venue is not
+        released without a decision, whatever its (unknowable) notional."""
+        return self.kind is DiscrepancyKind.UNKNOWN_ORIGIN or self.malformed
 
 
 FillFindingKind = Literal["duplicate", "invalid", "unbooked"]
@@ -110,7 +122,7 @@ class VenueReconciliation(BaseModel):
 
     @property
     def to_cancel(self) -> list[str]:
-        return sorted({f.client_order_id for f in self.findings if f.kind in _CANCELLED_BY_RUNBOOK})
+        return orders_to_cancel(self.findings)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,61 +142,91 @@ class VenueReconciliation(BaseModel):
 # --- orders ---------------------------------------------------------------------------------
 
 
+def orders_to_cancel(findings: Iterable[OrderFinding]) -> list[str]:
+    """The runbook's one cancel rule: ghosts and old-epoch orders, each id once, in id order.
+    Every other finding (drift, unknown origin, ...) waits for a person."""
+    return sorted({f.client_order_id for f in findings if f.kind in _CANCELLED_BY_RUNBOOK})
+
+
+class _Seen(NamedTuple):
+    """An order in the comparison shape, and where its epoch came from: the report's own
+    field, the client-order-id prefix (inferred), or the DR book's order of the same id."""
+
+    order: Order
+    epoch_source: Literal["field", "prefix", "dr_book"] = "field"
+
+
 def classify_orders(
     venue: str,
-    venue_open: Sequence[Order],
+    venue_open: OrderReports,
     dr_open: Sequence[Order],
     new_epoch: int,
     takeover_at: datetime,
 ) -> list[OrderFinding]:
-    """One finding per order reported on either side, sorted by client order id."""
-    at_venue, venue_duplicates = _first_report_per_id(venue, venue_open, "venue")
-    in_dr, dr_duplicates = _first_report_per_id(venue, dr_open, "DR")
+    """One finding per order reported on either side and per malformed venue report, sorted by
+    client order id."""
+    in_dr, dr_duplicates = _first_report_per_id(venue, [_Seen(o) for o in dr_open], "DR")
+    seen, unknown_origin = _venue_side(venue, venue_open.orders, in_dr)
+    at_venue, venue_duplicates = _first_report_per_id(venue, seen, "venue")
     findings: list[OrderFinding] = []
     for client_order_id in sorted(at_venue.keys() | in_dr.keys()):
         venue_order, dr_order = at_venue.get(client_order_id), in_dr.get(client_order_id)
         if venue_order is not None and dr_order is not None:
-            findings.append(_compare_both_sides(venue, venue_order, dr_order))
+            findings.append(_compare_both_sides(venue, venue_order, dr_order.order))
         elif dr_order is not None:
             findings.append(_missing_at_venue(venue, dr_order))
         elif venue_order is not None:
             findings.append(_venue_only(venue, venue_order, new_epoch, takeover_at))
+    malformed = [_malformed_order(venue, report) for report in venue_open.malformed]
     # Stable: a duplicate follows the report it repeats.
     return sorted(
-        findings + venue_duplicates + dr_duplicates, key=lambda finding: finding.client_order_id
+        findings + unknown_origin + malformed + venue_duplicates + dr_duplicates,
+        key=lambda finding: finding.client_order_id,
     )
 
 
-def parse_venue_orders(
-    venue: str, raw: Sequence[Mapping[str, Any]]
-) -> tuple[list[Order], list[OrderFinding]]:
-    """Validate a venue's open-order reports; each one that does not validate is a DRIFT finding
-    naming the field, so it reaches a person instead of failing the recovery."""
-    orders: list[Order] = []
-    findings: list[OrderFinding] = []
-    for report in raw:
-        try:
-            orders.append(Order.model_validate(_with_reporting_venue(venue, report)))
-        except ValidationError as error:
-            findings.append(_malformed_order(venue, report, error))
-    return orders, findings
+def _venue_side(
+    venue: str, reports: Sequence[OrderReport], in_dr: Mapping[str, _Seen]
+) -> tuple[list[_Seen], list[OrderFinding]]:
+    """The venue's reports in the comparison shape: the one place a report becomes an Order.
+
+    The epoch is the report's own field when the venue has one, else the client-order-id
+    prefix. A report with neither is not ours unless the DR book has its id: someone else
+    placed it on the account (``unknown_origin``)."""
+    seen: list[_Seen] = []
+    unknown: list[OrderFinding] = []
+    for report in reports:
+        if report.epoch is not None:
+            seen.append(_Seen(_as_order(report, report.epoch), "field"))
+        elif (prefixed := report.epoch_from_prefix) is not None:
+            seen.append(_Seen(_as_order(report, prefixed), "prefix"))
+        elif (known := in_dr.get(report.client_order_id)) is not None:
+            seen.append(_Seen(_as_order(report, known.order.epoch), "dr_book"))
+        else:
+            unknown.append(_unknown_origin(venue, report))
+    return seen, unknown
+
+
+def _as_order(report: OrderReport, epoch: int) -> Order:
+    return _in_book_vocabulary(Order, report, epoch)
 
 
 def _first_report_per_id(
-    venue: str, orders: Sequence[Order], reporter: Literal["venue", "DR"]
-) -> tuple[dict[str, Order], list[OrderFinding]]:
-    first: dict[str, Order] = {}
+    venue: str, orders: Sequence[_Seen], reporter: Literal["venue", "DR"]
+) -> tuple[dict[str, _Seen], list[OrderFinding]]:
+    first: dict[str, _Seen] = {}
     duplicates: list[OrderFinding] = []
-    for order in orders:
-        kept = first.get(order.client_order_id)
+    for seen in orders:
+        kept = first.get(seen.order.client_order_id)
         if kept is None:
-            first[order.client_order_id] = order
+            first[seen.order.client_order_id] = seen
         else:
-            duplicates.append(_duplicate_order(venue, kept, order, reporter))
+            duplicates.append(_duplicate_order(venue, kept.order, seen, reporter))
     return first, duplicates
 
 
-def _compare_both_sides(venue: str, venue_order: Order, dr_order: Order) -> OrderFinding:
+def _compare_both_sides(venue: str, seen: _Seen, dr_order: Order) -> OrderFinding:
+    venue_order = seen.order
     differences = _differences(_COMPARED_ORDER_FIELDS, venue_order, dr_order, "venue", "DR")
     if differences:
         kind, notional = DiscrepancyKind.DRIFT, _drift_notional(venue_order, dr_order)
@@ -192,7 +234,7 @@ def _compare_both_sides(venue: str, venue_order: Order, dr_order: Order) -> Orde
         kind, notional = DiscrepancyKind.MATCHED, _open_notional(venue_order)
     return _finding(
         venue,
-        venue_order,
+        seen,
         kind,
         notional=notional,
         reason="; ".join(differences) or "venue and DR agree",
@@ -201,19 +243,20 @@ def _compare_both_sides(venue: str, venue_order: Order, dr_order: Order) -> Orde
     )
 
 
-def _missing_at_venue(venue: str, dr_order: Order) -> OrderFinding:
+def _missing_at_venue(venue: str, dr_order: _Seen) -> OrderFinding:
     return _finding(
         venue,
         dr_order,
         DiscrepancyKind.MISSING_AT_VENUE,
-        notional=_open_notional(dr_order),
+        notional=_open_notional(dr_order.order),
         reason="open in the DR book, not open at the venue (filled, cancelled or never arrived)",
-        dr_order=dr_order,
+        dr_order=dr_order.order,
     )
 
 
-def _venue_only(venue: str, order: Order, new_epoch: int, takeover_at: datetime) -> OrderFinding:
-    epoch = _cross_checked_epoch(order)
+def _venue_only(venue: str, seen: _Seen, new_epoch: int, takeover_at: datetime) -> OrderFinding:
+    order = seen.order
+    epoch = _cross_checked_epoch(seen)
     notes: list[str] = []
     if epoch_of_client_order_id(order.client_order_id) is None:
         notes.append("client_order_id carries no epoch prefix")
@@ -226,7 +269,7 @@ def _venue_only(venue: str, order: Order, new_epoch: int, takeover_at: datetime)
     kind, reason = _judge_unknown_order(epoch.value, new_epoch, order, created_after, takeover_at)
     return _finding(
         venue,
-        order,
+        seen,
         kind,
         notional=_open_notional(order),
         reason=reason,
@@ -242,7 +285,7 @@ def _judge_unknown_order(
     created_after_takeover: bool | None,
     takeover_at: datetime,
 ) -> tuple[DiscrepancyKind, str]:
-    """An order working at the venue that the DR book has never seen: whose is it?"""
+    """An order of ours working at the venue that the DR book has never seen: whose is it?"""
     if epoch >= new_epoch:
         # Only DR itself can send under the new epoch; cancelling it could undo a live decision.
         return DiscrepancyKind.DRIFT, "order of the current epoch not in the DR book"
@@ -265,48 +308,69 @@ def _judge_unknown_order(
     )
 
 
+def _unknown_origin(venue: str, report: OrderReport) -> OrderFinding:
+    remaining = max(report.qty - report.filled_qty, 0)
+    at_venue = f" (venue order {report.venue_order_id})" if report.venue_order_id else ""
+    return OrderFinding(
+        client_order_id=report.client_order_id,
+        venue=venue,
+        kind=DiscrepancyKind.UNKNOWN_ORIGIN,
+        epoch=None,
+        symbol=report.symbol,
+        venue_order=None,
+        dr_order=None,
+        notional=remaining * report.price,
+        detail=(
+            f"{report.side} {remaining} {report.symbol} @ {report.price}{at_venue}: no epoch "
+            "field and no E<epoch>- client_order_id prefix, so not sent by our OMS: placed by "
+            "someone else on the account; the runbook never cancels it"
+        ),
+        inferred=True,
+    )
+
+
 def _duplicate_order(
-    venue: str, kept: Order, repeat: Order, reporter: Literal["venue", "DR"]
+    venue: str, kept: Order, repeat: _Seen, reporter: Literal["venue", "DR"]
 ) -> OrderFinding:
     # The first report stands for the order and the repeat is drift against it: an identical
     # repeat adds no notional, a contradicting one adds the gap between the two.
-    differences = _differences(_COMPARED_ORDER_FIELDS, kept, repeat, "first", "repeat")
+    differences = _differences(_COMPARED_ORDER_FIELDS, kept, repeat.order, "first", "repeat")
     return _finding(
         venue,
         repeat,
         DiscrepancyKind.DRIFT,
-        notional=_drift_notional(kept, repeat),
+        notional=_drift_notional(kept, repeat.order),
         reason=(
             "duplicate client_order_id reported by venue"
             if reporter == "venue"
             else "duplicate client_order_id in the DR book"
         ),
         notes=differences or ["same as the first report"],
-        venue_order=repeat if reporter == "venue" else None,
-        dr_order=repeat if reporter == "DR" else None,
+        venue_order=repeat.order if reporter == "venue" else None,
+        dr_order=repeat.order if reporter == "DR" else None,
     )
 
 
-def _malformed_order(venue: str, report: object, error: ValidationError) -> OrderFinding:
-    client_order_id = _reported_text(report, "client_order_id")
+def _malformed_order(venue: str, report: MalformedReport) -> OrderFinding:
     return OrderFinding(
-        client_order_id=client_order_id,
+        client_order_id=report.reference,
         venue=venue,
         kind=DiscrepancyKind.DRIFT,
         # The report's own epoch field cannot be trusted once the report is malformed.
-        epoch=epoch_of_client_order_id(client_order_id),
-        symbol=_reported_text(report, "symbol"),
+        epoch=epoch_of_client_order_id(report.reference),
+        symbol=report.symbol,
         venue_order=None,
         dr_order=None,
         notional=Decimal(0),
-        detail=f"malformed order report: {_describe(error)}",
+        detail=f"malformed order report: {report.detail}",
         inferred=True,
+        malformed=True,
     )
 
 
 def _finding(
     venue: str,
-    order: Order,
+    seen: _Seen,
     kind: DiscrepancyKind,
     *,
     notional: Decimal,
@@ -315,13 +379,13 @@ def _finding(
     venue_order: Order | None = None,
     dr_order: Order | None = None,
 ) -> OrderFinding:
-    epoch = _cross_checked_epoch(order)
+    epoch = _cross_checked_epoch(seen)
     return OrderFinding(
-        client_order_id=order.client_order_id,
+        client_order_id=seen.order.client_order_id,
         venue=venue,
         kind=kind,
         epoch=epoch.value,
-        symbol=order.symbol,
+        symbol=seen.order.symbol,
         venue_order=venue_order,
         dr_order=dr_order,
         notional=notional,
@@ -337,13 +401,22 @@ class _CheckedEpoch:
     notes: tuple[str, ...] = ()
 
 
-def _cross_checked_epoch(order: Order) -> _CheckedEpoch:
+def _cross_checked_epoch(seen: _Seen) -> _CheckedEpoch:
     """The epoch to judge an order by.
 
     Our OMS writes the epoch field and the client-order-id prefix together, so a disagreement
     means one of them is corrupt and we cannot tell which. The lower one wins: it can only make
-    an unknown order look older, and older unknown orders are cancelled, never trusted.
+    an unknown order look older, and older unknown orders are cancelled, never trusted. A venue
+    without an epoch field leaves only the prefix: the epoch is then inferred, and says so.
     """
+    order = seen.order
+    if seen.epoch_source == "prefix":
+        return _CheckedEpoch(
+            order.epoch, inferred=True, notes=("epoch read from the client_order_id prefix",)
+        )
+    if seen.epoch_source == "dr_book":
+        note = "the venue reports no epoch: epoch taken from the DR book's order of this id"
+        return _CheckedEpoch(order.epoch, inferred=True, notes=(note,))
     prefixed = epoch_of_client_order_id(order.client_order_id)
     if prefixed is None or prefixed == order.epoch:
         return _CheckedEpoch(order.epoch, inferred=False)
@@ -377,26 +450,41 @@ def _drift_notional(left: Order, right: Order) -> Decimal:
 # --- fills ----------------------------------------------------------------------------------
 
 
-def parse_venue_fills(
-    venue: str, raw: Sequence[Mapping[str, Any]]
-) -> tuple[list[Fill], list[FillFinding]]:
-    """Validate a venue's fill reports; each one that does not validate is an ``invalid``
-    finding naming the field. Venues call the sequence ``seq``; it is our ``venue_seq``."""
+def fills_from_reports(venue: str, reports: FillReports) -> tuple[list[Fill], list[FillFinding]]:
+    """The venue's fills in the book's vocabulary (the one place a fill report becomes a Fill).
+
+    Each malformed report is an ``invalid`` finding naming the field. So is a fill that carries
+    neither an epoch field nor our client-order-id prefix: a trade of an order someone else
+    placed on the account, which a person must judge before it moves a position."""
     fills: list[Fill] = []
-    findings: list[FillFinding] = []
-    for report in raw:
-        try:
-            fills.append(Fill.model_validate(_with_venue_seq(_with_reporting_venue(venue, report))))
-        except ValidationError as error:
+    findings = [
+        FillFinding(
+            trade_id=m.reference,
+            venue=venue,
+            kind="invalid",
+            detail=f"invalid fill report: {m.detail}",
+            fill=None,
+        )
+        for m in reports.malformed
+    ]
+    for report in reports.fills:
+        epoch = report.epoch if report.epoch is not None else report.epoch_from_prefix
+        if epoch is None:
             findings.append(
                 FillFinding(
-                    trade_id=_reported_text(report, "trade_id"),
+                    trade_id=report.trade_id,
                     venue=venue,
                     kind="invalid",
-                    detail=f"invalid fill report: {_describe(error)}",
+                    detail=(
+                        f"invalid fill report: {report.side} {report.qty} {report.symbol} @ "
+                        f"{report.price} for {report.client_order_id}, which carries no epoch "
+                        "and no E<epoch>- prefix: an order of unknown origin"
+                    ),
                     fill=None,
                 )
             )
+            continue
+        fills.append(_in_book_vocabulary(Fill, report, epoch))
     return fills, findings
 
 
@@ -470,6 +558,15 @@ def _unbooked_fill(venue: str, fill: Fill) -> FillFinding:
 # --- positions ------------------------------------------------------------------------------
 
 
+def positions_before(positions: Mapping[str, int], fills: Iterable[Fill]) -> dict[str, int]:
+    """The positions as they stood before ``fills`` were booked: each fill's signed quantity
+    taken back. Flat symbols are dropped, as the book drops them."""
+    before = dict(positions)
+    for fill in fills:
+        before[fill.symbol] = before.get(fill.symbol, 0) - fill.side.sign * fill.qty
+    return {symbol: qty for symbol, qty in sorted(before.items()) if qty != 0}
+
+
 def recompute_positions(base: Mapping[str, int], fills: Iterable[Fill]) -> dict[str, int]:
     """Net positions from a base plus fills; flat symbols are dropped, as the book drops them."""
     positions = dict(base)
@@ -503,15 +600,52 @@ def compare_positions(
 
 def last_prices(fills: Iterable[Fill]) -> dict[str, Decimal]:
     """The latest traded price per symbol: the best mark available inside a workflow."""
-    latest: dict[str, Fill] = {}
+    latest: dict[str, tuple[datetime, int, Decimal]] = {}
     for fill in fills:
         known = latest.get(fill.symbol)
-        if known is None or (fill.ts, fill.venue_seq) > (known.ts, known.venue_seq):
-            latest[fill.symbol] = fill
-    return {symbol: fill.price for symbol, fill in sorted(latest.items())}
+        # Time first, the sequence only on a tie: a (ts, seq) tuple built per fill cost more
+        # than the comparisons.
+        if (
+            known is None
+            or fill.ts > known[0]
+            or (fill.ts == known[0] and fill.venue_seq > known[1])
+        ):
+            latest[fill.symbol] = (fill.ts, fill.venue_seq, fill.price)
+    return {symbol: mark[2] for symbol, mark in sorted(latest.items())}
 
 
 # --- shared ---------------------------------------------------------------------------------
+
+_BookModel = TypeVar("_BookModel", Order, Fill)
+_FIELD_NAMES: dict[type[BaseModel], tuple[str, ...]] = {
+    Order: tuple(Order.model_fields),
+    Fill: tuple(Fill.model_fields),
+}
+
+
+def _in_book_vocabulary(
+    model: type[_BookModel], report: OrderReport | FillReport, epoch: int
+) -> _BookModel:
+    """A venue's report as the book's Order or Fill, with the epoch judged for it.
+
+    Not validated a second time: the report was validated field by field when it was decoded,
+    each book model has the same fields under the same constraints as its report (the unit
+    tests hold the two side by side), and the one new value, the epoch, is at least 1 wherever
+    it comes from. Measured at 100,000 fills with the collector paused: validating a dump of
+    each report again took 0.35 s, ``model_construct`` (which walks the fields in Python)
+    0.35-0.39 s, this about 0.2 s. The fields are laid out in the book model's order, so the
+    instance dumps exactly like a validated one.
+    """
+    reported = report.__dict__
+    values = {name: reported[name] for name in _FIELD_NAMES[model]}
+    values["epoch"] = epoch
+    built = model.__new__(model)
+    # What pydantic's own model_construct and unpickling set on a new instance.
+    object.__setattr__(built, "__dict__", values)
+    object.__setattr__(built, "__pydantic_fields_set__", set(values))
+    object.__setattr__(built, "__pydantic_extra__", None)
+    object.__setattr__(built, "__pydantic_private__", None)
+    return built
 
 
 def _differences(
@@ -522,32 +656,3 @@ def _differences(
         for field in fields
         if getattr(left, field) != getattr(right, field)
     ]
-
-
-def _with_reporting_venue(venue: str, report: object) -> object:
-    # A venue does not always name itself in its own reports. Anything but an object is passed
-    # through for pydantic to reject with its own message.
-    if not isinstance(report, Mapping):
-        return report
-    return {"venue": venue, **report}
-
-
-def _with_venue_seq(report: object) -> object:
-    if isinstance(report, Mapping) and "venue_seq" not in report and "seq" in report:
-        return {**report, "venue_seq": report["seq"]}
-    return report
-
-
-def _reported_text(report: object, key: str) -> str:
-    value = report.get(key) if isinstance(report, Mapping) else None
-    if isinstance(value, str | int) and str(value):
-        return str(value)
-    return _UNKNOWN
-
-
-def _describe(error: ValidationError) -> str:
-    """Each problem as ``field: message``, so the detail names what the venue got wrong."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in problem['loc']) or 'report'}: {problem['msg']}"
-        for problem in error.errors()
-    )

@@ -20,7 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from domain.drill import (
     DRILL_WORKFLOW,
@@ -30,7 +30,9 @@ from domain.drill import (
     DrillScenario,
     FaultRecord,
 )
+from domain.fencing import fencing_verdict
 from domain.promotion import (
+    DR_OUTCOME_ATTRIBUTE,
     PROMOTION_WORKFLOW,
     RecordedAction,
     ReplicationGap,
@@ -38,6 +40,7 @@ from domain.promotion import (
     VenueRecoveryReport,
 )
 from domain.reconciliation import PositionDiscrepancy
+from domain.venues import VenueCapability
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -193,9 +196,14 @@ class VenueFigures(BaseModel):
     unresolved: list[UnresolvedFinding]
     fill_findings: int
     waited_for_cooldown: bool
+    # Which fencing layer held the venue (domain/fencing.py); None in runs recorded before
+    # plans carried the venues' declared capabilities.
+    fencing: str | None = None
 
     @classmethod
-    def of(cls, venue: VenueRecoveryReport) -> VenueFigures:
+    def of(
+        cls, venue: VenueRecoveryReport, capabilities: list[VenueCapability] | None = None
+    ) -> VenueFigures:
         cancelled = set(venue.cancelled) - set(venue.still_open_after_cancel)
         return cls(
             venue=venue.venue,
@@ -215,6 +223,9 @@ class VenueFigures(BaseModel):
             ],
             fill_findings=len(venue.fill_findings),
             waited_for_cooldown=venue.waited_for_cooldown,
+            fencing=None
+            if capabilities is None
+            else fencing_verdict(venue, capabilities).describe(),
         )
 
 
@@ -356,7 +367,7 @@ class RunReview(BaseModel):
         for summary in (self.promotion, self.drill, self.failback):
             if summary is not None and summary.outcome:
                 return summary.outcome
-        value = self.search_attributes.get("DrOutcome")
+        value = self.search_attributes.get(DR_OUTCOME_ATTRIBUTE)
         return str(value) if value is not None else None
 
     @property
@@ -461,7 +472,10 @@ def summarize_promotion(
     venues = decode_each(VenueRecoveryReport, raw.get("venues"), f"{what}.venues", notes)
     summary.rto_breakdown = [StepTiming.of(s) for s in steps]
     summary.replication_gap = GapFigures.of(gap) if gap else None
-    summary.venues = [VenueFigures.of(v) for v in venues]
+    capabilities = _venue_capabilities(
+        raw.get("venue_capabilities"), f"{what}.venue_capabilities", notes
+    )
+    summary.venues = [VenueFigures.of(v, capabilities.get(v.venue)) for v in venues]
     summary.position_discrepancies = decode_each(
         PositionDiscrepancy,
         raw.get("position_discrepancies"),
@@ -470,6 +484,22 @@ def summarize_promotion(
     )
     summary.actions = decode_each(RecordedAction, raw.get("actions"), f"{what}.actions", notes)
     return summary
+
+
+_CAPABILITIES: TypeAdapter[dict[str, list[VenueCapability]]] = TypeAdapter(
+    dict[str, list[VenueCapability]]
+)
+
+
+def _venue_capabilities(raw: Any, what: str, notes: list[str]) -> dict[str, list[VenueCapability]]:
+    """venue -> declared capabilities; absent (an older run) is empty, never an error."""
+    if raw is None:
+        return {}
+    try:
+        return _CAPABILITIES.validate_python(raw)
+    except ValidationError as exc:
+        notes.append(f"{what}: {exc.error_count()} invalid entries; fencing layers not shown")
+        return {}
 
 
 _FAILBACK_FIELDS = (
@@ -628,7 +658,27 @@ def label_steps(timeline: Sequence[TimelineEntry], steps: Sequence[StepTiming]) 
             continue
         containing = [step for start, end, step in spans if start <= begins <= end]
         if containing:
-            entry.step = min(containing, key=lambda s: s.duration_s or 0.0).name
+            # Steps run side by side (a promotion's venues, its database steps): one named
+            # for the entry wins over the shortest that merely overlaps it.
+            entry.step = min(
+                containing,
+                key=lambda s: (not _named_for(s.name, entry), "/" not in s.name, s.duration_s or 0),
+            ).name
+
+
+def _named_for(step: str, entry: TimelineEntry) -> bool:
+    """``verify_positions/gamma`` for a verify_positions activity, ``venue_recovery/gamma`` for
+    the gamma VenueRecovery child; ``plan`` for none of them."""
+    kind, _, venue = step.partition("/")
+    if entry.kind is EntryKind.CHILD_WORKFLOW:
+        named = kind == _snake(entry.workflow_type or "")
+        return named and (not venue or f"/venue/{venue}/" in (entry.workflow_id or ""))
+    return kind == entry.name
+
+
+def _snake(name: str) -> str:
+    """``VenueRecovery`` -> ``venue_recovery``."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def summarize_result(review: RunReview, notes: list[str]) -> None:

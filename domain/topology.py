@@ -13,14 +13,17 @@ import re
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, NamedTuple, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,6 +36,10 @@ EnvVarName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 Seconds = Annotated[float, Field(gt=0)]
 NatsUrl = Annotated[str, Field(pattern=r"^(nats|tls)://[^\s/]+$")]
 DnsName = Annotated[str, Field(pattern=r"^([A-Za-z0-9_-]+\.)+$")]
+# A host name or an IP address (IPv6 in brackets), as a connection string names it.
+HostName = Annotated[
+    str, Field(pattern=r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])$")
+]
 
 
 class TopologyError(ValueError):
@@ -51,19 +58,136 @@ class TemporalConfig(_Model):
     api_key_env: EnvVarName | None = None
 
 
-class LeaseConfig(_Model):
-    """The fencing store. ``ttl_s`` bounds how long an isolated primary can keep trading."""
+class ConsulAddress(NamedTuple):
+    scheme: str
+    host: str
+    port: int
 
-    backend: Literal["nats", "consul"] = "nats"
-    address: str = "nats://127.0.0.1:4222"
+
+# Consul's own defaults for its HTTP and HTTPS listeners.
+_CONSUL_DEFAULT_PORTS = {"http": 8500, "https": 8501}
+_CONSUL_SCHEMES = {"http": "http", "https": "https", "consul": "http"}
+
+
+def parse_consul_address(address: str) -> ConsulAddress:
+    """``http://host:port``, ``https://host:port`` or ``consul://host:port`` (plain HTTP)."""
+    expected = "expected http://host:port, https://host:port or consul://host:port"
+    parts = urlsplit(address.strip())
+    scheme = _CONSUL_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        raise ValueError(f"{address!r} is not a Consul HTTP address: {expected}")
+    if parts.username is not None or parts.password is not None:
+        # Do not echo the address: the userinfo may be a secret.
+        raise ValueError(
+            "a Consul address must not carry credentials; name the environment variable that "
+            "holds the ACL token in token_env"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"{address!r} has a path, query or fragment; {expected} (key_prefix sets the "
+            "key prefix)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{address!r} has an invalid port; {expected}") from None
+    # The client builds its URL from "host:port", so an IPv6 literal needs its brackets back.
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return ConsulAddress(scheme, host, port if port is not None else _CONSUL_DEFAULT_PORTS[scheme])
+
+
+class NatsStoreConfig(_Model):
+    """A store on NATS JetStream KV: ``url`` of the server, ``bucket`` holding the keys."""
+
+    backend: Literal["nats"] = "nats"
+    url: NatsUrl = "nats://127.0.0.1:4222"
     bucket: Name = "dr-leases"
-    ttl_s: Seconds = 3.0
     token_env: EnvVarName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spelling(cls, raw: object) -> object:
+        # Before stores had one config model per backend, ``address`` held the NATS URL. Old
+        # files keep loading; new ones write ``url``.
+        if isinstance(raw, dict) and "address" in raw:
+            if "url" in raw:
+                raise ValueError("give the NATS server as url only (address is its old spelling)")
+            raw = {("url" if k == "address" else k): v for k, v in raw.items()}
+        return raw
+
+
+class ConsulStoreConfig(_Model):
+    """A store on Consul KV: keys live under ``key_prefix``; ``token_env`` names the variable
+    holding the ACL token."""
+
+    backend: Literal["consul"]
+    address: str
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = "dr-leases"
+    token_env: EnvVarName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spelling(cls, raw: object) -> object:
+        # Before stores had one config model per backend, ``bucket`` was Consul's key prefix.
+        if isinstance(raw, dict) and "bucket" in raw:
+            if "key_prefix" in raw:
+                raise ValueError("give the key prefix as key_prefix only (bucket is its old name)")
+            raw = {("key_prefix" if k == "bucket" else k): v for k, v in raw.items()}
+        return raw
+
+    @field_validator("address")
+    @classmethod
+    def _consul_address(cls, address: str) -> str:
+        parse_consul_address(address)
+        return address
+
+
+STORE_BACKENDS = ("nats", "consul")
+
+
+def _store_backend(raw: object) -> str:
+    # ``backend`` may be left out: NATS is the default store.
+    if isinstance(raw, dict):
+        return str(raw.get("backend", "nats"))
+    return str(getattr(raw, "backend", "nats"))
+
+
+_STORE_DISCRIMINATOR = Discriminator(
+    _store_backend,
+    custom_error_type="unknown_backend",
+    custom_error_message=f"must be one of {', '.join(STORE_BACKENDS)}",
+)
+
+StoreConfig = Annotated[
+    Annotated[NatsStoreConfig, Tag("nats")] | Annotated[ConsulStoreConfig, Tag("consul")],
+    _STORE_DISCRIMINATOR,
+]
+
+
+class _LeaseTiming(_Model):
+    """``ttl_s`` bounds how long an isolated primary can keep trading."""
+
+    ttl_s: Seconds = 3.0
 
     @property
     def renew_interval_s(self) -> float:
         # Three renewal chances per TTL: one lost renewal is a blip, not a self-fence.
         return self.ttl_s / 3
+
+
+class NatsLeaseConfig(_LeaseTiming, NatsStoreConfig):
+    """The fencing lease on NATS JetStream KV."""
+
+
+class ConsulLeaseConfig(_LeaseTiming, ConsulStoreConfig):
+    """The fencing lease on Consul KV."""
+
+
+# The fencing store: its timing beside the settings of its backend, in one [lease] table.
+LeaseConfig = Annotated[
+    Annotated[NatsLeaseConfig, Tag("nats")] | Annotated[ConsulLeaseConfig, Tag("consul")],
+    _STORE_DISCRIMINATOR,
+]
 
 
 class ReplicationConfig(_Model):
@@ -85,6 +209,14 @@ class HealthConfig(_Model):
     confirmation_count: Annotated[int, Field(ge=1)] = 3
     recovery_count: Annotated[int, Field(ge=1)] = 5
     cooldown_s: Seconds = 300.0
+    # DR readiness, measured from the standby side by the SystemMonitor: stream events stored
+    # but not applied there, and the age of the oldest of them (the database, where there is
+    # one, is judged against its max_lag_on_failover_*). Beyond a bound for dr_ready_intervals
+    # checks in a row (one per interval_s): "DR not ready", and a promotion the monitor starts
+    # then stops at its gate.
+    dr_ready_max_stream_lag_events: Annotated[int, Field(ge=0)] = 1000
+    dr_ready_max_stream_lag_s: Seconds = 5.0
+    dr_ready_intervals: Annotated[int, Field(ge=1)] = 3
 
     @property
     def detection_window_s(self) -> float:
@@ -166,6 +298,57 @@ class DrillConfig(_Model):
         return name
 
 
+class PostgresReseedConfig(_Model):
+    """Where the failback may re-seed a former primary by itself. pg_rewind and pg_basebackup
+    write the server's data directory, so they run on that server's host: the region's worker
+    (queue ``region-<region>``) must run there, as root or as the directory's owner. A region
+    not listed here is re-seeded by hand; the failback stops and says how."""
+
+    # region -> the data directory of that site's server, on that region's worker host.
+    data_dirs: dict[Name, Path]
+    # PostgreSQL's bin directory (pg_ctl, pg_rewind, pg_basebackup); PATH when absent.
+    bin_dir: Path | None = None
+    # Each site streams through the slot <slot_prefix><region> on the other (created if absent).
+    slot_prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] = "standby_"
+
+
+class PostgresDatabaseConfig(_Model):
+    """The system's OMS database on PostgreSQL: a primary streaming to a DR replica.
+
+    The DSNs are secrets (they may carry a password), so the topology names the environment
+    variables holding them; the activity that connects resolves them at call time.
+    ``max_lag_on_failover_*`` (Patroni's ``maximum_lag_on_failover``): a replica further behind
+    than either bound is promoted only after an operator accepts the data loss.
+    """
+
+    adapter: Literal["postgres"] = "postgres"
+    primary_dsn_env: EnvVarName
+    replica_dsn_env: EnvVarName
+    max_lag_on_failover_bytes: Annotated[int, Field(ge=0)] = 1_048_576
+    max_lag_on_failover_s: Annotated[float, Field(ge=0)] = 5.0
+    # How long one connection attempt or statement may take before the database counts as
+    # unreachable for this attempt (the step's retry policy decides what happens next).
+    timeout_s: Seconds = 5.0
+    reseed: PostgresReseedConfig | None = None
+
+
+DATABASE_ADAPTERS = ("postgres",)
+
+# A union of one for now; a second adapter is one more Tag here.
+DatabaseConfig = Annotated[
+    Annotated[PostgresDatabaseConfig, Tag("postgres")],
+    Discriminator(
+        lambda raw: str(
+            raw.get("adapter", "postgres")
+            if isinstance(raw, dict)
+            else getattr(raw, "adapter", "postgres")
+        ),
+        custom_error_type="unknown_adapter",
+        custom_error_message=f"must be one of {', '.join(DATABASE_ADAPTERS)}",
+    ),
+]
+
+
 class SystemConfig(_Model):
     """A protected trading system: one primary OMS, one warm DR OMS."""
 
@@ -187,6 +370,9 @@ class SystemConfig(_Model):
     approval_timeout_s: Seconds = 3600.0
     decision_timeout_s: Seconds = 900.0
     drill: DrillConfig = DrillConfig()
+    # The OMS database (pending orders, risk parameters). Absent: the promotion's database
+    # steps are skipped and say so.
+    database: DatabaseConfig | None = None
 
     @model_validator(mode="after")
     def _regions_differ(self) -> Self:
@@ -195,12 +381,94 @@ class SystemConfig(_Model):
         return self
 
 
-class VenueConfig(_Model):
+class _VenueBase(_Model):
+    """What every venue has, whatever its dialect. ``account`` is who we are at the venue (the
+    member, sub-account or trading account the orders belong to); it defaults to the venue's
+    own name only for the lab, so a real topology must say it."""
+
     name: Name
     kind: Literal["equities", "futures", "options", "fx", "crypto"] = "equities"
+    account: Annotated[str, Field(pattern=r"^\S{1,128}$")] | None = None
+    reconnect_cooldown_s: Annotated[float, Field(ge=0)] = 3.0
+    # How long one call to the venue may take before it counts as unanswered.
+    timeout_s: Seconds = 5.0
+
+    # The dialect reads orders and fills only inside a logged-on session, and a venue holds
+    # one session per account: two steps of one runbook must then never log on at once, or
+    # each replaces the other (an unclean end, so a reconnect cooldown).
+    session_bound_reads: ClassVar[bool] = False
+
+    def account_for(self, system: str) -> str:
+        # Before accounts existed every runbook logged on as the system's name; the lab's
+        # venues still know their member by it.
+        return self.account or system
+
+
+class LabVenueConfig(_VenueBase):
+    """The lab's own order-gateway dialect (REST + JSON). It models a desk-owned gateway: the
+    one kind of venue that refuses stale epochs."""
+
+    adapter: Literal["lab"] = "lab"
     url: AnyHttpUrl
     api_key_env: EnvVarName
-    reconnect_cooldown_s: Annotated[float, Field(ge=0)] = 3.0
+    # Fills asked for per request (the lab venue answers up to 5,000).
+    page_size: Annotated[int, Field(ge=1, le=5000)] = 500
+
+
+class CcxtVenueConfig(_VenueBase):
+    """Any exchange ccxt knows (``exchange = "binance"``). ``api_url`` replaces every API URL of
+    the exchange (a testnet, or the lab's Binance face) so nothing can reach anything else."""
+
+    adapter: Literal["ccxt"]
+    exchange: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    api_url: AnyHttpUrl | None = None
+    api_key_env: EnvVarName
+    secret_env: EnvVarName
+    symbols: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1)
+    # ccxt's own throttle; keep it on for real exchanges (their limits are per IP and per key).
+    rate_limit: bool = True
+
+
+class Fix44VenueConfig(_VenueBase):
+    """A FIX 4.4 order-entry session. Runbook sessions are short: log on with
+    ResetSeqNumFlag=Y, do the step, log out."""
+
+    adapter: Literal["fix44"]
+    session_bound_reads: ClassVar[bool] = True
+    host: HostName
+    port: Annotated[int, Field(ge=1, le=65535)]
+    # FIX CompIDs: one token, as every rules of engagement spells them.
+    sender_comp_id: Annotated[str, Field(pattern=r"^\S{1,64}$")]
+    target_comp_id: Annotated[str, Field(pattern=r"^\S{1,64}$")]
+    password_env: EnvVarName | None = None
+    heartbeat_s: Annotated[int, Field(ge=1, le=300)] = 30
+    # Whether the venue answers OrderMassStatusRequest (AF) and OrderMassCancelRequest (q), as
+    # its rules of engagement say.
+    mass_status: bool = True
+    mass_cancel: bool = True
+
+
+VENUE_ADAPTERS = ("lab", "ccxt", "fix44")
+
+
+def _venue_adapter(raw: object) -> str:
+    # A venue without ``adapter`` is the lab dialect: every topology written before adapters
+    # existed keeps loading unchanged.
+    if isinstance(raw, dict):
+        return str(raw.get("adapter", "lab"))
+    return str(getattr(raw, "adapter", "lab"))
+
+
+VenueConfig = Annotated[
+    Annotated[LabVenueConfig, Tag("lab")]
+    | Annotated[CcxtVenueConfig, Tag("ccxt")]
+    | Annotated[Fix44VenueConfig, Tag("fix44")],
+    Discriminator(
+        _venue_adapter,
+        custom_error_type="unknown_adapter",
+        custom_error_message=f"must be one of {', '.join(VENUE_ADAPTERS)}",
+    ),
+]
 
 
 class VantagePoint(_Model):
@@ -255,17 +523,45 @@ class AlertWebhook(_Model):
     url_env: EnvVarName
 
 
+WorkerRole = Annotated[str, Field(pattern=r"^(all|region-[a-z0-9-]+|vantage-[a-z0-9-]+)$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ObservabilityConfig(_Model):
+    """Where each worker serves Prometheus ``/metrics``: ``metrics_ports`` maps a worker role
+    (``region-dr``, ``vantage-east``, ``all``) to its port on ``metrics_host``. A role not
+    listed serves no metrics. Traces need no entry here: the standard ``OTEL_*`` environment
+    variables configure them."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_ports: dict[WorkerRole, Port] = Field(default_factory=dict)
+
+    def metrics_address(self, role: str) -> str | None:
+        port = self.metrics_ports.get(role)
+        return None if port is None else f"{self.metrics_host}:{port}"
+
+
 class LabControlConfig(_Model):
     """The embedded lab's control API: how a drill injects a real fault. Absent elsewhere, where
     a drill runs a planned switchover instead."""
 
     control_url: AnyHttpUrl
     api_key_env: EnvVarName
+    # The lab's simulated OMS trades on every venue through the venue's own REST dialect, even
+    # where the runbooks reach that venue through ccxt or FIX: one entry per such venue.
+    order_gateways: list[LabVenueConfig] = Field(default_factory=list)
+
+    def order_gateway(self, venue: str) -> LabVenueConfig | None:
+        return next((g for g in self.order_gateways if g.name == venue), None)
 
 
 class Topology(_Model):
     temporal: TemporalConfig = TemporalConfig()
-    lease: LeaseConfig = LeaseConfig()
+    lease: LeaseConfig = NatsLeaseConfig()
+    # Where each feed's active source is published. Absent: the lease's store. One store to
+    # run is one fewer to lose, and it is the store the DR side can already reach; a desk whose
+    # consumers cannot read the fencing store (ACLs, another cluster) gives it its own.
+    active_source: StoreConfig | None = None
     replication: ReplicationConfig = ReplicationConfig()
     health: HealthConfig = HealthConfig()
     dns: DnsConfig = DnsConfig()
@@ -275,6 +571,7 @@ class Topology(_Model):
     feeds: list[FeedConfig] = Field(default_factory=list)
     alerts: list[AlertWebhook] = Field(default_factory=list)
     lab: LabControlConfig | None = None
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Self:
@@ -296,6 +593,10 @@ class Topology(_Model):
     def _timing_invariants(self) -> Self:
         check_timing_invariants(self.health, self.lease)
         return self
+
+    @property
+    def active_source_store(self) -> NatsStoreConfig | ConsulStoreConfig:
+        return self.active_source if self.active_source is not None else self.lease
 
     def system(self, name: str) -> SystemConfig:
         for system in self.systems:
@@ -384,11 +685,18 @@ def load_topology(path: Path) -> Topology:
     return parse_topology(text, str(path))
 
 
+_TAG_FIELDS = {"unknown_adapter": "adapter", "unknown_backend": "backend"}
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, each as ``dotted.path[index].field: message``."""
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         location = _dotted(error["loc"])
+        # A tagged union reports a bad tag at the table; the person fixes the tag's field.
+        tag_field = _TAG_FIELDS.get(error["type"])
+        if tag_field is not None:
+            location = f"{location}.{tag_field}" if location else tag_field
         message = re.sub(r"^Value error, ", "", error["msg"])
         lines.append(f"{location}: {message}" if location else message)
     return "; ".join(lines)
@@ -396,7 +704,17 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        # A tagged union puts its tag in the path (``venues[1].ccxt.exchange``); the person
+        # editing the file knows it as ``venues[1].exchange``.
+        if i > 0 and isinstance(loc[i - 1], int) and part in VENUE_ADAPTERS:
+            continue
+        # The same for a store's backend tag: ``lease.nats.url`` is ``lease.url`` in the file.
+        if i == 1 and loc[0] in ("lease", "active_source") and part in STORE_BACKENDS:
+            continue
+        # And a system's database adapter: ``systems[0].database.primary_dsn_env``.
+        if i > 0 and loc[i - 1] == "database" and part in DATABASE_ADAPTERS:
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

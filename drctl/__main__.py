@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from domain.topology import TopologyError
-from drctl import drill_commands, lab_commands, monitor_commands, review_commands, runbook_commands
+from drctl import (
+    drill_commands,
+    lab_commands,
+    monitor_commands,
+    review_commands,
+    runbook_commands,
+    venues_commands,
+)
 from drctl.runbook_commands import CommandError
 from lab.processes import LabError
 
@@ -29,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     drill_commands.add_parsers(sub)
     lab_commands.add_parser(sub)
     review_commands.add_parsers(sub)
+    venues_commands.add_parser(sub)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,7 +14,6 @@ from temporalio.client import (
     ScheduleHandle,
     ScheduleUpdate,
     ScheduleUpdateInput,
-    WorkflowFailureError,
     WorkflowHandle,
 )
 from temporalio.common import (
@@ -47,6 +47,7 @@ from drctl.runbook_commands import (
     start_attributes,
     topology_of,
     ui_link,
+    watch_then_report,
 )
 
 
@@ -164,11 +165,8 @@ async def _run(args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"started {workflow_id}: {link}")
         return 0
-    report = await _result(handle, workflow_id)
-    if args.json:
-        print(report.model_dump_json(indent=2))
-    else:
-        print("\n".join(report.summary_lines()))
+    report = await watch_then_report(client, handle, args.json, f"started {workflow_id}: {link}")
+    if not args.json:
         print(f"history: {link}")
         print(f"review: drctl report {workflow_id} --format html -o drill.html")
     return 0 if report.passed else 1
@@ -202,22 +200,18 @@ async def _failback(args: argparse.Namespace) -> int:
         FailbackReport,
     )
     link = ui_link(topology, workflow_id, handle.result_run_id)
-    print(f"started {workflow_id}: {link}")
+    # Under --json stdout carries only the report; what a person reads goes to stderr.
+    out = sys.stderr if args.json and args.wait else sys.stdout
+    print(f"started {workflow_id}: {link}", file=out)
     if request.approver is None:
         print(
             f"its planned promotion waits for approval: drctl approve dr-promotion/{system.name} "
-            "--as <second operator>"
+            "--as <second operator>",
+            file=out,
         )
     if not args.wait:
         return 0
-    report = await _result(handle, workflow_id)
-    if args.json:
-        print(report.model_dump_json(indent=2))
-    else:
-        print(f"failback of {report.system}: {report.outcome.value} ({report.outcome_detail})")
-        for step in report.steps:
-            took = f"{step.duration_s:.3f} s" if step.duration_s is not None else "-"
-            print(f"    {step.name:<24} {step.status:<9} {took:>10}  {step.detail}")
+    report = await watch_then_report(client, handle, args.json)
     return 0 if report.outcome is DrOutcome.PROMOTED else 1
 
 
@@ -246,13 +240,6 @@ async def _start(
         raise CommandError(
             f"{workflow_id} is already running: {ui_link(topology, workflow_id, running.run_id)}"
         ) from None
-
-
-async def _result(handle: WorkflowHandle[Any, Any], workflow_id: str) -> Any:
-    try:
-        return await handle.result()
-    except WorkflowFailureError as exc:
-        raise CommandError(f"{workflow_id} failed: {exc.cause or exc}") from None
 
 
 # --- drill schedule -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 
-from domain.monitoring import HEALTH_MONITOR_WORKFLOW
+from domain.monitoring import MONITOR_WORKFLOWS
 from domain.review import (
     EntryKind,
     EntryStatus,
@@ -125,7 +125,7 @@ def read_history(history: WorkflowHistory, run_id: str | None = None) -> RunRevi
     review.operator_actions = run.actions
     review.duration_s = seconds_between(review.started_at, review.closed_at)
     summarize_result(review, notes)
-    if review.workflow_type == HEALTH_MONITOR_WORKFLOW:
+    if review.workflow_type in MONITOR_WORKFLOWS:
         review.monitor = summarize_monitor(
             [
                 (entry, run.inputs.get(event_id), run.results.get(event_id))
@@ -344,9 +344,50 @@ def _apply(event: HistoryEvent, run: _Run, review: RunReview) -> None:
             continued = event.workflow_execution_continued_as_new_event_attributes
             _end(review, at, RunStatus.CONTINUED_AS_NEW)
             review.continued_as_new_run_id = continued.new_execution_run_id or None
+        case "marker_recorded_event_attributes":
+            _local_activity(event, run, at)
         case _:
-            # Workflow tasks, markers, cancel requests and the like say nothing a review shows.
+            # Workflow tasks, other markers (patches), cancel requests and the like say nothing
+            # a review shows.
             pass
+
+
+# The marker the SDK records when a local activity has finished, all its attempts included.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
+def _local_activity(event: HistoryEvent, run: _Run, at: datetime) -> None:
+    """A local activity (a short runbook step run inside the workflow's worker) as a timeline
+    entry like any other activity: scheduled at its first attempt, ended when it completed."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return
+    data = decode_first(marker.details["data"])
+    if not isinstance(data, dict):
+        return
+    failed = marker.HasField("failure")
+    ended = _proto_time(data.get("complete_time")) or at
+    entry = TimelineEntry(
+        kind=EntryKind.ACTIVITY,
+        name=str(data.get("activity_type") or "local activity"),
+        scheduled_at=min(filter(None, (_proto_time(data.get("original_schedule_time")), ended))),
+        ended_at=ended,
+        attempts=int(data.get("attempt") or 1),
+        status=EntryStatus.FAILED if failed else EntryStatus.COMPLETED,
+        failures=[failure_text(marker.failure)] if failed else [],
+    )
+    run.timeline.append(entry)
+    run.by_event[event.event_id] = entry
+    if "result" in marker.details:
+        run.results[event.event_id] = decode_first(marker.details["result"])
+
+
+def _proto_time(value: object) -> datetime | None:
+    """``{"seconds": ..., "nanos": ...}`` as the marker's JSON spells a timestamp."""
+    if not isinstance(value, dict) or "seconds" not in value:
+        return None
+    seconds = int(value["seconds"]) + int(value.get("nanos") or 0) / 1e9
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _close(

@@ -38,6 +38,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=3.0,
         help="the venues' reconnect cooldown after an unclean disconnect (default 3)",
     )
+    up.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep the last lab's data (Temporal histories, NATS store and lease, the "
+        "PostgreSQL pair); by default every `lab up` starts from a clean lab",
+    )
     up.set_defaults(run=_up)
 
     down = cmds.add_parser("down", help="stop everything `lab up` started")
@@ -59,11 +65,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chaos = cmds.add_parser("chaos", help="inject a real fault into one component, or heal it")
     chaos.add_argument(
         "action",
-        choices=["kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition"],
-    )
+        choices=[
+            "kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition", "lag",
+        ],
+    )  # fmt: skip
     chaos.add_argument(
         "target",
-        help="primary | dr | nats | worker | venue NAME | md NAME | vantage NAME",
+        help="primary | dr | nats | worker | temporal | venue NAME | md NAME | vantage NAME | "
+        "db-primary | db-replica | db (kill db-primary, lag db, heal db)",
     )
     chaos.add_argument("name", nargs="?", default=None)
     chaos.add_argument("--ms", type=int, default=500, help="added latency for `slow`")
@@ -72,10 +81,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _up(args: argparse.Namespace) -> int:
     ports = stack.choose_ports(args.ports == "auto", args.port)
-    state = stack.up(args.dir, ports, args.venue_cooldown_s)
-    print(f"lab up in {state.dir}: {len(state.components)} processes")
+    state = stack.up(args.dir, ports, args.venue_cooldown_s, keep_state=args.keep_state)
+    if state.cleaned_up:
+        print(
+            f"stopped what a previous lab left running in {state.dir}: "
+            f"{', '.join(state.cleaned_up)}"
+        )
+    kept = "kept from the last lab" if args.keep_state else "fresh"
+    print(f"lab up in {state.dir}: {len(state.components)} processes, {kept} data")
     print(f"  topology     {state.topology_path}")
     print(f"  Temporal UI  http://127.0.0.1:{state.ports.temporal_ui}")
+    print(
+        f"  PostgreSQL   primary :{state.ports.postgres_primary}, DR replica "
+        f":{state.ports.postgres_dr} (connection strings in {state.dir / 'secrets.env'})"
+    )
+    print(f"  metrics      http://127.0.0.1:{state.ports.worker_metrics}/metrics (worker)")
     print(f"  logs         {state.dir / 'logs'}")
     if args.detach:
         return 0
@@ -134,7 +154,9 @@ def _print_status(report: stack.LabStatus) -> None:
                 f"{d.get('role')}/{d.get('trading_state')} epoch {d.get('epoch')} "
                 f"published {d.get('last_published_seq')} applied {d.get('last_applied_seq')}"
             )
-        print(f"  [{mark}] {c.name:<14} pid {c.pid:<8} port {c.port:<6} {c.process:<8} {extra}")
+        if c.kind == "postgres":
+            extra = _database_line(c.detail)
+        print(f"  [{mark}] {c.name:<16} pid {c.pid:<8} port {c.port:<6} {c.process:<8} {extra}")
     r = report.replication
     if r is not None:
         lag = "unknown" if r.lag_s is None else f"{r.lag_s:.3f} s"
@@ -142,6 +164,22 @@ def _print_status(report: stack.LabStatus) -> None:
             f"replication: primary published seq {r.primary_published_seq}, DR applied seq "
             f"{r.dr_applied_seq} ({r.behind_events} behind, lag {lag})"
         )
+    if report.metrics:
+        print("metrics (Prometheus):")
+        for name, url in report.metrics.items():
+            print(f"  {name:<16} {url}")
+
+
+def _database_line(detail: dict[str, object]) -> str:
+    """``replica, streaming, lag 0 B / 0.000 s`` (``replay paused`` under `chaos lag db`)."""
+    words = [str(detail.get("role"))]
+    if "streaming" in detail:
+        words.append("streaming" if detail["streaming"] else "NOT streaming")
+    if "lag_bytes" in detail:
+        words.append(f"lag {detail['lag_bytes']} B / {detail['lag_s']} s")
+        if detail.get("replay_paused"):
+            words.append("replay paused")
+    return ", ".join(words)
 
 
 def _chaos(args: argparse.Namespace) -> int:

@@ -1,4 +1,7 @@
-"""`drctl monitor start|status|pause|resume|ack --system NAME`: the automatic trigger."""
+"""`drctl monitor start|status|pause|resume|ack --system NAME | --feed NAME`: the automatic
+triggers. A system's monitor (SystemMonitor) promotes its DR region; a feed's (FeedMonitor)
+switches its source. A system's status also says whether its standby is ready to take over,
+with the stream and database lag read live from the readiness watch."""
 
 from __future__ import annotations
 
@@ -11,15 +14,18 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from domain.monitoring import (
-    HEALTH_MONITOR_WORKFLOW,
+    FEED_MONITOR_WORKFLOW,
+    SYSTEM_MONITOR_WORKFLOW,
+    FeedMonitorRequest,
     FeedStatus,
-    MonitorRequest,
     MonitorStatus,
     OperatorAction,
+    SystemMonitorRequest,
     feed_monitor_workflow_id,
     monitor_workflow_id,
 )
 from domain.promotion import region_task_queue
+from domain.readiness import DrReadiness, ReadinessCounters, ReadinessSample
 from domain.topology import Topology
 from drctl.runbook_commands import CommandError, connect, run_async, topology_of, ui_link
 
@@ -64,8 +70,10 @@ async def _dispatch(name: str, args: argparse.Namespace) -> int:
         raise CommandError(str(exc.args[0])) from None
     client = await connect(topology)
     if name == "start":
-        request = MonitorRequest(system=system.name)
-        return await _start(client, topology, monitor_workflow_id(system.name), request)
+        request = SystemMonitorRequest(system=system.name)
+        return await _start(
+            client, topology, SYSTEM_MONITOR_WORKFLOW, monitor_workflow_id(system.name), request
+        )
     if name == "status":
         return await _status(client, topology, system.name, args.json)
     return await _update(client, monitor_workflow_id(system.name), name, args)
@@ -90,7 +98,8 @@ async def _feed_command(name: str, topology: Topology, feed: str, as_json: bool)
     client = await connect(topology)
     workflow_id = feed_monitor_workflow_id(feed)
     if name == "start":
-        return await _start(client, topology, workflow_id, MonitorRequest(feed=feed))
+        request = FeedMonitorRequest(feed=feed)
+        return await _start(client, topology, FEED_MONITOR_WORKFLOW, workflow_id, request)
     try:
         status = await client.get_workflow_handle(workflow_id).query(
             "feed_status", result_type=FeedStatus
@@ -110,13 +119,25 @@ async def _feed_command(name: str, topology: Topology, feed: str, as_json: bool)
 
 
 async def _start(
-    client: Client, topology: Topology, workflow_id: str, request: MonitorRequest
+    client: Client,
+    topology: Topology,
+    workflow_type: str,
+    workflow_id: str,
+    request: SystemMonitorRequest | FeedMonitorRequest,
 ) -> int:
-    """Start a monitor; one already running under the same id is left alone (exit 0)."""
-    system = topology.system(request.system) if request.system else topology.systems[0]
+    """Start a monitor; one already running under the same id is left alone (exit 0).
+
+    The ids are the ones HealthMonitor used, so a HealthMonitor still running from before the
+    upgrade counts as running here, and status, pause, resume and ack reach it.
+    """
+    system = (
+        topology.system(request.system)
+        if isinstance(request, SystemMonitorRequest)
+        else topology.systems[0]
+    )
     try:
         handle = await client.start_workflow(
-            HEALTH_MONITOR_WORKFLOW,
+            workflow_type,
             request,
             id=workflow_id,
             # A monitor must outlive the primary region: it runs on the DR side's workers.
@@ -136,6 +157,7 @@ async def _status(client: Client, topology: Topology, system: str, as_json: bool
         status = await handle.query("status", result_type=MonitorStatus)
     except RPCError as exc:
         raise CommandError(f"no running monitor for {system}: {exc.message}") from None
+    status.readiness_live = await live_readiness(client, monitor_workflow_id(system))
     if as_json:
         print(status.model_dump_json(indent=2))
         return 0
@@ -150,7 +172,59 @@ async def _status(client: Client, topology: Topology, system: str, as_json: bool
         details.append(f"blocked: {status.blocked_reason}")
     if status.promotion_workflow_id:
         details.append(f"last promotion: {status.promotion_workflow_id}")
+    details += readiness_lines(status.readiness, status.readiness_live)
     for line in details:
         print(f"  {line}")
     print(f"  {ui_link(topology, monitor_workflow_id(system))}")
     return 0
+
+
+async def live_readiness(client: Client, workflow_id: str) -> ReadinessSample | None:
+    """The readiness watch's latest measurement, from its heartbeat: live, and free of history
+    (the monitor's own state only changes when readiness does). None when no watch runs."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return None
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name != "watch_dr_readiness":
+            continue
+        payloads = pending.heartbeat_details.payloads
+        if not payloads:
+            return None
+        [details] = await client.data_converter.decode(payloads[:1], [ReadinessCounters])
+        return details.last if isinstance(details, ReadinessCounters) else None
+    return None
+
+
+def readiness_lines(readiness: DrReadiness | None, live: ReadinessSample | None) -> list[str]:
+    """How the standby stands, for a person: ready or not (and why), and its lag figures."""
+    if readiness is None and live is None:
+        return ["DR readiness: not measured yet"]
+    lines = []
+    if readiness is not None:
+        state = "ready" if readiness.ready else "NOT READY"
+        lines.append(f"DR readiness: {readiness.region} {state} since {readiness.since:%H:%M:%S}")
+        if not readiness.ready and readiness.reason:
+            lines.append(f"  why: {readiness.reason}")
+    sample = live or (readiness.last if readiness else None)
+    if sample is not None:
+        lines.append(
+            f"  stream lag: {_figure(sample.stream_lag_events, 'event(s)')}, "
+            f"{_figure(sample.stream_lag_s, 's')}"
+        )
+        if sample.db_lag_bytes is not None or sample.db_lag_s is not None:
+            lines.append(
+                f"  database lag: {_figure(sample.db_lag_bytes, 'bytes')}, "
+                f"{_figure(sample.db_lag_s, 's')}"
+            )
+        else:
+            lines.append("  database lag: - (no database, or not measurable)")
+        lines.append(f"  measured {sample.measured_at:%H:%M:%S}")
+    return lines
+
+
+def _figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} {unit}" if isinstance(value, float) else f"{value:,} {unit}"

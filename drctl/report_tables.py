@@ -136,6 +136,7 @@ def promotion_tables(summary: PromotionSummary, origin: datetime, prefix: str) -
                 "fill findings",
                 "still open after cancel",
                 "waited for cooldown",
+                "fencing layer held",
             ),
             [
                 (
@@ -146,6 +147,7 @@ def promotion_tables(summary: PromotionSummary, origin: datetime, prefix: str) -
                     str(v.fill_findings),
                     text(v.still_open_after_cancel),
                     text(v.waited_for_cooldown),
+                    text(v.fencing),
                 )
                 for v in summary.venues
             ],

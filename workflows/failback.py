@@ -1,9 +1,12 @@
 """Failback: return a system to its primary region once the primary is back.
 
 Hold the health monitor -> check the lease is with DR -> resync the old primary from the stream
-(it rebuilds its book from scratch and mirrors) -> a planned promotion back, with its approval,
-lease, venue recovery and DNS -> the monitor watches the primary again, its ack given and its
-hold released.
+(it rebuilds its book from scratch and mirrors) -> re-seed the old primary's database as a
+replica of the new primary (pg_rewind, else a fresh copy; see ``DatabasePort.reseed_replica``)
+and wait until it streams within the system's maximum lag -> a planned promotion back, with its
+approval, lease, database steps, venue recovery and DNS -> the monitor watches the primary again,
+its ack given and its hold released. A system without ``[systems.database]`` skips the database
+steps, and its report says so.
 
 Nothing moves before the planned promotion does, so a failback that stops early (the old primary
 unreachable, the lease elsewhere) leaves DR trading as it was.
@@ -15,11 +18,20 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.oms import SyncRequest
-    from activities.plan import PlanRequest
+    from activities.database import (
+        DATABASE_CONFIG_ERROR,
+        DATABASE_MANUAL_STEP,
+        DatabaseActivities,
+        DbCatchUpRequest,
+        DbReseedRequest,
+    )
+    from activities.oms import OmsActivities, SyncRequest
+    from activities.plan import PlanActivities, PlanRequest
+    from domain.database import DbReseed, ReplicaLag
     from domain.drill import FAILBACK_WORKFLOW, FailbackReport, FailbackRequest, RunProgress
     from domain.promotion import (
         DrOutcome,
@@ -40,6 +52,18 @@ with workflow.unsafe.imports_passed_through():
 
 CALL = timedelta(seconds=15)
 
+# Histories recorded before the failback re-seeded the database replay without those steps.
+RESEEDS_DATABASE = "failback-reseeds-the-database"
+# A fresh pg_basebackup of a large database takes a while; the worker's heartbeat says it lives.
+RESEED_TIMEOUT = timedelta(minutes=30)
+# Retrying cannot fix a wrong configuration, or steps only a person can take.
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=5,
+    non_retryable_error_types=[DATABASE_CONFIG_ERROR, DATABASE_MANUAL_STEP],
+)
+
 
 @workflow.defn(name=FAILBACK_WORKFLOW)
 class FailbackWorkflow:
@@ -50,6 +74,8 @@ class FailbackWorkflow:
         self._outcome = DrOutcome.RUNNING
         self._detail = "in progress"
         self._resync: ReplicationGap | None = None
+        self._db_reseed: DbReseed | None = None
+        self._db_lag: ReplicaLag | None = None
         self._promotion: PromotionReport | None = None
         self._monitor_following: str | None = None
         self._paused_monitor = False
@@ -78,6 +104,8 @@ class FailbackWorkflow:
             finished_at=workflow.now(),
             steps=self._steps.records,
             resync=self._resync,
+            db_reseed=self._db_reseed,
+            db_lag=self._db_lag,
             promotion=self._promotion,
             monitor_following=self._monitor_following,
         )
@@ -85,10 +113,9 @@ class FailbackWorkflow:
     async def _fail_back(self, request: FailbackRequest) -> None:
         plan = await self._step(
             "plan",
-            lambda: workflow.execute_activity(
-                "load_promotion_plan",
+            lambda: workflow.execute_activity_method(
+                PlanActivities.load_promotion_plan,
                 PlanRequest(system=request.system, to_primary=True),
-                result_type=PromotionPlan,
                 start_to_close_timeout=CALL,
                 retry_policy=SERVICE_RETRY,
             ),
@@ -110,14 +137,15 @@ class FailbackWorkflow:
         self._paused_monitor = held.applied
         self._resync = await self._step(
             "resync_old_primary",
-            lambda: workflow.execute_activity(
-                "sync_dr_state",
+            lambda: workflow.execute_activity_method(
+                OmsActivities.sync_dr_state,
                 SyncRequest(oms_url=plan.to_oms_url, timeout_s=plan.sync_timeout_s),
-                result_type=ReplicationGap,
                 start_to_close_timeout=timedelta(seconds=plan.sync_timeout_s + 15),
                 retry_policy=SERVICE_RETRY,
             ),
         )
+        if workflow.patched(RESEEDS_DATABASE):
+            await self._reseed_database(plan)
         self._promotion = await self._step(
             "promotion",
             lambda: planned_promotion(
@@ -146,6 +174,42 @@ class FailbackWorkflow:
         )
         self._monitor_following = followed.status.active_region if followed.status else None
 
+    async def _reseed_database(self, plan: PromotionPlan) -> None:
+        """The old primary's database becomes a replica of the new primary and catches up, so
+        the planned promotion back promotes a database that has everything DR wrote. It runs
+        on the old primary's region: pg_rewind writes that server's data directory."""
+        request = DbReseedRequest(system=plan.system, direction="failback", region=plan.to_region)
+        self._db_reseed = reseed = await self._step(
+            "reseed_old_primary_db",
+            lambda: workflow.execute_activity_method(
+                DatabaseActivities.reseed_old_primary,
+                request,
+                task_queue=plan.task_queue,
+                start_to_close_timeout=RESEED_TIMEOUT,
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            ),
+        )
+        if reseed.method == "no_database":
+            self._steps.records[-1].status = "skipped"
+            self._steps.records[-1].detail = reseed.detail
+            return
+        self._steps.records[-1].detail = reseed.detail
+        check = await self._step(
+            "db_replica_caught_up",
+            lambda: workflow.execute_activity_method(
+                DatabaseActivities.await_db_caught_up,
+                DbCatchUpRequest(
+                    system=plan.system, direction="failback", timeout_s=plan.sync_timeout_s
+                ),
+                task_queue=plan.task_queue,
+                start_to_close_timeout=timedelta(seconds=plan.sync_timeout_s + 30),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=DB_RETRY,
+            ),
+        )
+        self._db_lag = check.lag
+
     async def _resync_standby(self, plan: PromotionPlan) -> None:
         """DR was deactivated by the promotion back: make it a mirroring standby again, or the
         next failover would start from a stale book. The failback itself already succeeded, so
@@ -153,10 +217,9 @@ class FailbackWorkflow:
         try:
             await self._steps.run(
                 "resync_dr_standby",
-                lambda: workflow.execute_activity(
-                    "sync_dr_state",
+                lambda: workflow.execute_activity_method(
+                    OmsActivities.sync_dr_state,
                     SyncRequest(oms_url=plan.from_oms_url, timeout_s=plan.sync_timeout_s),
-                    result_type=ReplicationGap,
                     start_to_close_timeout=timedelta(seconds=plan.sync_timeout_s + 15),
                     retry_policy=SERVICE_RETRY,
                 ),

@@ -16,10 +16,12 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.lease_activities import LeaseActivities
     from activities.runbook_control import (
         ApprovePromotionRequest,
         MonitorControlRequest,
         MonitorControlResult,
+        RunbookControlActivities,
     )
     from domain.lease import LeaseRecord
     from domain.promotion import (
@@ -41,22 +43,19 @@ async def monitor_action(
     comment: str = "",
     region: str | None = None,
 ) -> MonitorControlResult:
-    result: MonitorControlResult = await workflow.execute_activity(
-        "monitor_control",
+    return await workflow.execute_activity_method(
+        RunbookControlActivities.monitor_control,
         MonitorControlRequest(system=system, action=action, by=by, comment=comment, region=region),
-        result_type=MonitorControlResult,
         start_to_close_timeout=CONTROL_CALL,
         retry_policy=SERVICE_RETRY,
     )
-    return result
 
 
 async def lease_holder(system: str) -> tuple[LeaseRecord | None, str]:
     """The lease record and how a person would name its holder ("dr at epoch 2", "nobody")."""
-    lease: LeaseRecord | None = await workflow.execute_activity(
-        "read_lease",
+    lease = await workflow.execute_activity_method(
+        LeaseActivities.read_lease,
         system,
-        result_type=LeaseRecord,
         start_to_close_timeout=CONTROL_CALL,
         retry_policy=SERVICE_RETRY,
     )
@@ -81,15 +80,14 @@ async def planned_promotion(
         result_type=PromotionReport,
     )
     if approver is not None:
-        approval = workflow.start_activity(
-            "approve_promotion",
+        approval = workflow.start_activity_method(
+            RunbookControlActivities.approve_promotion,
             ApprovePromotionRequest(
                 workflow_id=child.id,
                 run_id=child.first_execution_run_id,
                 approver=approver,
                 comment=f"for {workflow.info().workflow_type} {workflow.info().workflow_id}",
             ),
-            result_type=str,
             start_to_close_timeout=timedelta(seconds=approval_timeout_s + 30),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=3),

@@ -6,7 +6,7 @@ The records are built from workflow time only, so they are deterministic and rep
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -15,7 +15,14 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.promotion import DrKind, DrOutcome, StepRecord
+    from domain.promotion import (
+        DR_KIND_ATTRIBUTE,
+        DR_OUTCOME_ATTRIBUTE,
+        DR_SYSTEM_ATTRIBUTE,
+        DrKind,
+        DrOutcome,
+        StepRecord,
+    )
     from domain.topology import describe_validation_error
 
 T = TypeVar("T")
@@ -24,9 +31,9 @@ M = TypeVar("M", bound=BaseModel)
 INVALID_INPUT = "InvalidInput"
 
 # How past runs are found for review (`drctl incidents`): every runbook sets all three.
-DR_SYSTEM = SearchAttributeKey.for_keyword("DrSystem")
-DR_KIND = SearchAttributeKey.for_keyword("DrKind")
-DR_OUTCOME = SearchAttributeKey.for_keyword("DrOutcome")
+DR_SYSTEM = SearchAttributeKey.for_keyword(DR_SYSTEM_ATTRIBUTE)
+DR_KIND = SearchAttributeKey.for_keyword(DR_KIND_ATTRIBUTE)
+DR_OUTCOME = SearchAttributeKey.for_keyword(DR_OUTCOME_ATTRIBUTE)
 
 
 def upsert_dr_attributes(system: str, kind: DrKind, outcome: DrOutcome) -> None:
@@ -96,8 +103,11 @@ class StepLog:
         self.records.append(record)
         return record
 
-    def end(self, record: StepRecord, attempts: int, detail: str = "") -> None:
-        record.ended_at = workflow.now()
+    def end(
+        self, record: StepRecord, attempts: int, detail: str = "", at: datetime | None = None
+    ) -> None:
+        """``at``: when a step that spans others ended (its last part), if not now."""
+        record.ended_at = at or workflow.now()
         record.attempts = attempts
         record.status = "completed"
         record.detail = detail

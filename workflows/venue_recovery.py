@@ -9,24 +9,29 @@ they are gone, and a clean logout so the DR OMS logs on without a cooldown.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.reconcile import ReconcileRequest, StillOpen, StillOpenRequest, VenueDiff
-    from activities.venues import CancelRequest, LogoutRequest, SessionRequest
+    from activities.reconcile import (
+        ReconcileActivities,
+        ReconcileRequest,
+        StillOpenRequest,
+    )
+    from activities.venues import CancelRequest, LogoutRequest, SessionRequest, VenueActivities
     from domain.promotion import (
         VENUE_RECOVERY_WORKFLOW,
-        CancelOutcome,
         VenueRecoveryReport,
         VenueRecoveryRequest,
         VenueSessionGrant,
     )
     from workflows.steps import SERVICE_RETRY, WORKER_LOST, StepLog, parse_input
 
+A = TypeVar("A")
 R = TypeVar("R")
 
 CONFIRM_ROUNDS = 3
@@ -51,23 +56,25 @@ class VenueRecoveryWorkflow:
     @workflow.run
     async def run(self, raw: object = None) -> VenueRecoveryReport:
         request = parse_input(VenueRecoveryRequest, raw)
-        # Reading the venue needs no session, so reconciliation goes on while the logon (and
+        # Where reading the venue needs no session, reconciliation goes on while the logon (and
         # any reconnect cooldown) is under way; nothing is cancelled before the session is ours.
+        # Where it does (FIX), a second logon would replace the first: one after the other.
         session = asyncio.ensure_future(self._connect(request))
+        if request.session_bound_reads:
+            await session
         diff = await self._steps.run(
             "reconcile_venue",
             lambda: self._activity(
-                "reconcile_venue",
+                ReconcileActivities.reconcile_venue,
                 ReconcileRequest(
                     venue=request.venue,
-                    member=request.member,
+                    account=request.account,
                     dr_oms_url=request.dr_oms_url,
                     fills_since=request.fills_since,
                     new_epoch=request.new_epoch,
                     takeover_at=request.takeover_at,
                     system=request.system,
                 ),
-                VenueDiff,
                 timeout=RECONCILE_CALL,
             ),
         )
@@ -89,10 +96,9 @@ class VenueRecoveryWorkflow:
     async def _connect(self, request: VenueRecoveryRequest) -> VenueSessionGrant:
         return await self._steps.run(
             "connect_session",
-            lambda: workflow.execute_activity(
-                "connect_session",
-                SessionRequest(venue=request.venue, member=request.member),
-                result_type=VenueSessionGrant,
+            lambda: workflow.execute_activity_method(
+                VenueActivities.connect_session,
+                SessionRequest(venue=request.venue, account=request.account),
                 start_to_close_timeout=VENUE_CALL,
                 heartbeat_timeout=WORKER_LOST,
                 schedule_to_close_timeout=SESSION_DEADLINE,
@@ -104,11 +110,10 @@ class VenueRecoveryWorkflow:
         await self._steps.run(
             "logout_session",
             lambda: self._activity(
-                "logout_session",
+                VenueActivities.logout_session,
                 LogoutRequest(
-                    venue=request.venue, member=request.member, session_id=grant.session_id
+                    venue=request.venue, account=request.account, session_id=grant.session_id
                 ),
-                type(None),
             ),
         )
 
@@ -133,9 +138,10 @@ class VenueRecoveryWorkflow:
             await self._steps.run(
                 f"cancel_orders_{round_}",
                 lambda ids=ids: self._activity(  # type: ignore[misc]
-                    "cancel_orders",
-                    CancelRequest(venue=request.venue, member=request.member, client_order_ids=ids),
-                    CancelOutcome,
+                    VenueActivities.cancel_orders,
+                    CancelRequest(
+                        venue=request.venue, account=request.account, client_order_ids=ids
+                    ),
                 ),
                 detail=f"{len(ids)} order(s)",
             )
@@ -144,11 +150,10 @@ class VenueRecoveryWorkflow:
             confirmed = await self._steps.run(
                 f"confirm_cancelled_{round_}",
                 lambda ids=ids: self._activity(  # type: ignore[misc]
-                    "still_open",
+                    ReconcileActivities.still_open,
                     StillOpenRequest(
-                        venue=request.venue, member=request.member, client_order_ids=ids
+                        venue=request.venue, account=request.account, client_order_ids=ids
                     ),
-                    StillOpen,
                 ),
             )
             still_open = confirmed.client_order_ids
@@ -160,15 +165,13 @@ class VenueRecoveryWorkflow:
 
     async def _activity(
         self,
-        name: str,
-        arg: object,
-        result_type: type[R],
+        method: Callable[[Any, A], Awaitable[R]],
+        arg: A,
         timeout: timedelta = VENUE_CALL,  # noqa: ASYNC109 - an activity timeout
     ) -> R:
-        result: R = await workflow.execute_activity(
-            name,
+        result: R = await workflow.execute_activity_method(
+            method,
             arg,
-            result_type=result_type,
             start_to_close_timeout=timeout,
             heartbeat_timeout=WORKER_LOST,
             retry_policy=VENUE_RETRY,

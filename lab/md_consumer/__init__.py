@@ -1,5 +1,6 @@
 """The lab's market-data consumer: `python -m lab.md_consumer --feed lab-md --nats URL ...`."""
 
-from lab.md_consumer.app import ActiveSource, MarketDataConsumer, active_source_key, create_app
+from domain.feeds import ActiveSource, active_source_key
+from lab.md_consumer.app import MarketDataConsumer, create_app
 
 __all__ = ["ActiveSource", "MarketDataConsumer", "active_source_key", "create_app"]

@@ -8,6 +8,8 @@ import logging
 import re
 from collections.abc import Sequence
 
+from domain.topology import NatsStoreConfig
+
 # The same rules as the market-data source's own flags, so a name valid there is valid here.
 from lab.cli_args import lab_name, port_number, positive_int
 from lab.md_consumer.app import MarketDataConsumer, create_app
@@ -58,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # One line per poll would drown the switch lines the log is read for.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     consumer = MarketDataConsumer(args.feed, args.default_source, args.default_url)
-    serve(create_app(consumer, args.nats, args.bucket, args.poll_ms / 1000), args.port)
+    # The lab's active-source store is NATS KV (the lease's bucket); the consumer reaches it
+    # through the store port like any other.
+    store = NatsStoreConfig(url=args.nats, bucket=args.bucket)
+    serve(create_app(consumer, store, args.poll_ms / 1000), args.port)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The lab's market-data consumer: it follows whichever source the health monitor made active.
 
-The monitor publishes its choice under ``md/<feed>/active`` in a NATS JetStream KV bucket. The
-consumer reads that key once NATS answers and then watches it, so a switch reaches it as one
-pushed message instead of at its next poll. Until it has read the key it does not know which
-source is active, so it polls nothing and ``/health`` answers 503: ticks from a guessed source
-would look exactly like ticks from the right one.
+The monitor publishes its choice under ``md/<feed>/active`` in the active-source store (the
+topology's ``[active_source]``, by default the lease's store: NATS JetStream KV in the lab). The
+consumer watches that key through the store port (``domain.stores.ActiveSourceStore``), so a
+switch reaches it as one pushed update instead of at its next poll. Until the watch has
+delivered the key's current state it does not know which source is active, so it polls nothing
+and ``/health`` answers 503: ticks from a guessed source would look exactly like ticks from the
+right one.
 """
 
 from __future__ import annotations
@@ -19,39 +21,22 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import nats.errors
-import nats.js.errors
 from fastapi import FastAPI, HTTPException
-from nats.aio.client import Client
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from domain.feeds import ActiveSource, active_source_key
+from adapters.stores import open_active_source_store
+from domain.feeds import active_source_key
+from domain.stores import ActiveSourceState, StoreUnavailable
+from domain.topology import ConsulStoreConfig, NatsStoreConfig
 from lab.service import install_latency_chaos
 
 log = logging.getLogger(__name__)
 
-# The same retention the lease store asks for: create_key_value is only idempotent when every
-# client that creates the shared bucket asks for the same configuration.
-BUCKET_HISTORY = 16
 TICK_TIMEOUT_S = 1.0
-NATS_RECONNECT_WAIT_S = 0.5
-# While NATS is unreachable the client fails every NATS_RECONNECT_WAIT_S; one line per failure
-# would bury the rest of the log.
-NATS_ERROR_LOG_EVERY_S = 10.0
+# While the store is unreachable every attempt fails; one line per failure would bury the rest
+# of the log.
+STORE_ERROR_LOG_EVERY_S = 10.0
 REWATCH_DELAY_S = 1.0
-
-# Failures that a retry fixes once NATS or JetStream is back. Anything else (a bucket that
-# exists with another configuration, say) is left to crash the task loudly.
-_NATS_UNAVAILABLE = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-    OSError,
-)
 
 
 class ConsumerHealth(BaseModel):
@@ -88,7 +73,7 @@ class MarketDataConsumer:
         self.errors = 0
         # Set once the key has been read: before that the active source is unknown.
         self.source_known = asyncio.Event()
-        self.waiting_for = "NATS not contacted yet"
+        self.waiting_for = "active-source store not contacted yet"
         self._applied_revision: int | None = None
         self._polls_failing = False
 
@@ -108,39 +93,48 @@ class MarketDataConsumer:
 
     # --- following the monitor's choice -------------------------------------------------------
 
-    def apply_update(self, value: bytes | None, revision: int | None) -> None:
-        """Follow the source named by one revision of the key; keep the current one if the
-        value cannot be read."""
-        # A watch starts by re-delivering the revision already read at start (and again after
-        # every re-watch); applying it twice would count a malformed value twice.
-        if revision is not None and revision == self._applied_revision:
+    def apply(self, state: ActiveSourceState) -> None:
+        """Follow the source one state of the key names; keep the current one if it names none
+        or cannot be read. The first state a watch delivers makes the active source known."""
+        # A watch starts by delivering the current state (again after every re-watch); applying
+        # it twice would count a malformed value twice.
+        if state.revision is not None and state.revision == self._applied_revision:
+            self._known(state)
             return
-        self._applied_revision = revision
-        try:
-            active = ActiveSource.model_validate_json(value or b"")
-        except ValidationError as exc:
-            self._reject(revision, f"{exc.error_count()} validation error(s): {_first_error(exc)}")
-            return
-        if active.feed != self.feed:
-            self._reject(revision, f"it names feed {active.feed!r}")
-            return
-        url = active.url.rstrip("/")
-        changed = (active.source, url) != (self.following, self.url)
-        self.following, self.url, self.switched_at = active.source, url, active.switched_at
-        if changed:
-            self.switches += 1
-            log.info("following %s (%s)", active.source, active.reason)
+        self._applied_revision = state.revision
+        if state.unreadable is not None:
+            self._reject(state.revision, state.unreadable)
+        elif state.active is not None:
+            active = state.active
+            url = active.url.rstrip("/")
+            changed = (active.source, url) != (self.following, self.url)
+            self.following, self.url, self.switched_at = active.source, url, active.switched_at
+            if changed:
+                self.switches += 1
+                log.info("following %s (%s)", active.source, active.reason)
+        elif state.cleared:
+            # A deleted key names no source; the last one named is still the best known choice.
+            log.warning(
+                "%s deleted at revision %s; still following %s",
+                self.key,
+                state.revision,
+                self.following,
+            )
+        self._known(state)
 
-    def note_cleared(self, revision: int | None, operation: str) -> None:
-        # A deleted key names no source; the last one named is still the best known choice.
-        self._applied_revision = revision
-        log.warning(
-            "%s %s at revision %s; still following %s",
-            self.key,
-            operation.lower(),
-            revision,
-            self.following,
-        )
+    def _known(self, state: ActiveSourceState) -> None:
+        if self.source_known.is_set():
+            return
+        if self.switches == 0:
+            # apply logs only a change; say once what the consumer starts on, and why.
+            if self.switched_at is not None:
+                why = f"named by {self.key}"
+            elif state.revision is not None:
+                why = f"default; {self.key} unreadable"
+            else:
+                why = f"default; {self.key} not set"
+            log.info("following %s (%s)", self.following, why)
+        self.source_known.set()
 
     def _reject(self, revision: int | None, why: str) -> None:
         self.malformed_updates += 1
@@ -151,50 +145,6 @@ class MarketDataConsumer:
             why,
             self.following,
         )
-
-    async def read_active(self, kv: KeyValue) -> None:
-        try:
-            entry = await kv.get(self.key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            entry = None
-        if entry is not None:
-            self.apply_update(entry.value, entry.revision)
-        if self.switches == 0:
-            # apply_update logs only a change; say once what the consumer starts on, and why.
-            if self.switched_at is not None:
-                why = f"named by {self.key}"
-            elif entry is not None:
-                why = f"default; {self.key} unreadable"
-            else:
-                why = f"default; {self.key} not set"
-            log.info("following %s (%s)", self.following, why)
-        self.source_known.set()
-
-    async def watch_active(self, kv: KeyValue) -> None:
-        """Apply every update of the key, forever.
-
-        The watch is an ordered consumer that re-creates itself after missed heartbeats; only
-        setting it up can fail while NATS is away, and then it is set up again.
-        """
-        while True:
-            try:
-                watcher = await kv.watch(self.key)
-            except _NATS_UNAVAILABLE as exc:
-                self.waiting_for = f"cannot watch {self.key}: {type(exc).__name__}"
-                log.warning("%s; retrying in %g s", self.waiting_for, REWATCH_DELAY_S)
-                await asyncio.sleep(REWATCH_DELAY_S)
-                continue
-            try:
-                async for entry in watcher:
-                    if entry is None:
-                        continue  # the marker that the current value has been delivered
-                    if entry.operation in (KV_DEL, KV_PURGE):
-                        self.note_cleared(entry.revision, entry.operation)
-                    else:
-                        self.apply_update(entry.value, entry.revision)
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()
 
     # --- polling the followed source ----------------------------------------------------------
 
@@ -240,61 +190,47 @@ class MarketDataConsumer:
             )
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "value"
-    return f"{where}: {error['msg']}"
+class StoreOutageLog:
+    """Notes why the active source is not followed now; logs it now and then."""
 
-
-class NatsErrorLog:
-    """The NATS client's error callback: note the latest error, log it now and then."""
-
-    def __init__(self, consumer: MarketDataConsumer, nats_url: str) -> None:
+    def __init__(self, consumer: MarketDataConsumer) -> None:
         self._consumer = consumer
-        self._nats_url = nats_url
         self._last_logged = float("-inf")
 
-    # A method, not __call__: nats-py accepts only coroutine functions as callbacks.
-    async def record(self, exc: Exception) -> None:
-        self._consumer.waiting_for = (
-            f"NATS at {self._nats_url} unreachable ({type(exc).__name__}: {exc})"
-        )
+    def record(self, why: str) -> None:
+        self._consumer.waiting_for = why
         now = time.monotonic()
-        if now - self._last_logged >= NATS_ERROR_LOG_EVERY_S:
+        if now - self._last_logged >= STORE_ERROR_LOG_EVERY_S:
             self._last_logged = now
-            log.warning("%s; retrying", self._consumer.waiting_for)
-
-
-async def open_bucket(nc: Client, bucket: str, consumer: MarketDataConsumer) -> KeyValue:
-    """The bucket, created if missing. Right after NATS starts JetStream may not answer yet."""
-    js = nc.jetstream(timeout=2.0)
-    while True:
-        try:
-            return await js.create_key_value(bucket=bucket, history=BUCKET_HISTORY)
-        except _NATS_UNAVAILABLE as exc:
-            consumer.waiting_for = f"KV bucket {bucket!r} not available: {type(exc).__name__}"
-            log.warning("%s; retrying in %g s", consumer.waiting_for, REWATCH_DELAY_S)
-            await asyncio.sleep(REWATCH_DELAY_S)
+            log.warning("%s; retrying every %g s", why, REWATCH_DELAY_S)
 
 
 async def follow_active_source(
-    consumer: MarketDataConsumer, nc: Client, nats_url: str, bucket: str
+    consumer: MarketDataConsumer, store_config: NatsStoreConfig | ConsulStoreConfig
 ) -> None:
-    # Unlimited reconnect attempts make connect() itself retry until NATS is reachable, and keep
-    # the same client through a NATS restart later on.
-    await nc.connect(
-        nats_url,
-        connect_timeout=1.0,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=NATS_RECONNECT_WAIT_S,
-        allow_reconnect=True,
-        error_cb=NatsErrorLog(consumer, nats_url).record,
-    )
-    log.info("connected to NATS at %s", nats_url)
-    consumer.waiting_for = f"reading {consumer.key} from bucket {bucket!r}"
-    kv = await open_bucket(nc, bucket, consumer)
-    await consumer.read_active(kv)
-    await consumer.watch_active(kv)
+    """Watch the feed's key, forever: through store outages (re-open, re-watch), never
+    through anything else (a refusal, a bucket of another configuration), which ends the task
+    loudly."""
+    outage = StoreOutageLog(consumer)
+    while True:
+        try:
+            store = await open_active_source_store(store_config)
+        except StoreUnavailable as exc:
+            outage.record(str(exc))
+            await asyncio.sleep(REWATCH_DELAY_S)  # poll: retry until the store answers
+            continue
+        log.info("watching %s in the active-source store", consumer.key)
+        consumer.waiting_for = f"reading {consumer.key}"
+        try:
+            while True:
+                try:
+                    async for state in store.watch(consumer.feed):
+                        consumer.apply(state)
+                except StoreUnavailable as exc:
+                    outage.record(str(exc))
+                    await asyncio.sleep(REWATCH_DELAY_S)  # poll: re-watch once it answers
+        finally:
+            await store.close()
 
 
 def _exit_on_failure(task: asyncio.Task[None]) -> None:
@@ -308,20 +244,21 @@ def _exit_on_failure(task: asyncio.Task[None]) -> None:
 
 
 def create_app(
-    consumer: MarketDataConsumer, nats_url: str, bucket: str, poll_interval_s: float
+    consumer: MarketDataConsumer,
+    store_config: NatsStoreConfig | ConsulStoreConfig,
+    poll_interval_s: float,
 ) -> FastAPI:
     if poll_interval_s <= 0:
         raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s}")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Connecting runs as a task, not here: a lifespan that waits for NATS would keep the
-        # port closed and leave SIGTERM unanswered until NATS came back.
-        nc = Client()
+        # Connecting runs as a task, not here: a lifespan that waits for the store would keep
+        # the port closed and leave SIGTERM unanswered until the store came back.
         async with httpx.AsyncClient() as http:
             tasks = [
                 asyncio.create_task(
-                    follow_active_source(consumer, nc, nats_url, bucket), name="follow-active"
+                    follow_active_source(consumer, store_config), name="follow-active"
                 ),
                 asyncio.create_task(consumer.poll_ticks(http, poll_interval_s), name="poll-ticks"),
             ]
@@ -333,8 +270,6 @@ def create_app(
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-                with contextlib.suppress(Exception):
-                    await nc.close()
 
     app = FastAPI(title=f"lab market-data consumer for {consumer.feed}", lifespan=lifespan)
     install_latency_chaos(app)

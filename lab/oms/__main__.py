@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
+from domain.database import DatabaseConfigError
 from domain.topology import TopologyError, load_topology
+from domain.venues import VenueConfigError
 from lab.oms.app import create_app
 from lab.oms.node import OmsNode
 from lab.service import serve
@@ -36,7 +38,12 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    serve(create_app(OmsNode(topology, system, args.region, args.seed)), args.port)
+    try:
+        node = OmsNode(topology, system, args.region, args.seed)
+    except (DatabaseConfigError, VenueConfigError) as exc:
+        print(f"lab.oms: {exc}", file=sys.stderr)
+        return 2
+    serve(create_app(node), args.port)
     return 0
 
 

@@ -14,12 +14,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import FastAPI, HTTPException
 from pydantic import AwareDatetime, BaseModel, Field
 
-from activities.venue_client import ReconnectCooldown, StaleEpoch, VenueClient, VenueError
+from adapters.venues.lab import LabOrderGateway
 from domain.book import BookSnapshot, OrderEvent, Side, Watermark, client_order_id_prefix
-from lab.oms.node import ControlRefused, OmsNode, TradingState
+from domain.database import DbStateSummary, RiskParameter
+from domain.venues import ReconnectCooldown, StaleEpoch, VenueError
+from lab import oms_db
+from lab.oms.node import ControlRefused, OmsNode, TradingState, UnknownVenues
+from lab.oms_metrics import add_metrics_route
 from lab.service import install_latency_chaos
 
 Epoch = Annotated[int, Field(ge=1)]
@@ -40,6 +45,16 @@ class Health(BaseModel):
     malformed_events: int
     position_mismatches: int
     fenced_reason: str | None
+    # symbol -> max_position: the risk limits this node enforces on new orders now.
+    risk_limits: dict[str, Decimal]
+    # Orders the strategy held back because they could breach a limit, by symbol.
+    risk_refusals: dict[str, int]
+    # What the last load from this region's database read (None: not loaded, or no database).
+    database: DbStateSummary | None
+    # The last database error, until a database call succeeds again.
+    database_error: str | None
+    # Where a trading node sends new orders (per-venue release); empty while not trading.
+    released_venues: list[str] = []
 
 
 class DeactivateRequest(BaseModel):
@@ -51,10 +66,28 @@ class ActivateRequest(BaseModel):
     mode: Literal["reduce_only", "normal"] = "reduce_only"
 
 
+class ReleaseRequest(BaseModel):
+    """Both optional, so the body-less release of older callers still means "every venue"."""
+
+    epoch: Epoch | None = None
+    venues: list[str] | None = None
+
+
 class SyncResult(BaseModel):
     applied_seq: int
     stream_last_seq: int
     gap_events: int
+    # The database part: what was loaded from this region's (promoted) database: counts of
+    # pending orders and risk parameters, their symbols and the last change time. None when
+    # the system has no database.
+    database: DbStateSummary | None = None
+
+
+class RiskLimitChange(BaseModel):
+    symbol: Annotated[str, Field(min_length=1, max_length=64)]
+    max_position: Annotated[Decimal, Field(ge=0)]
+    # None keeps the symbol's current max_order_qty.
+    max_order_qty: Annotated[Decimal | None, Field(gt=0)] = None
 
 
 class ControlResult(BaseModel):
@@ -90,6 +123,7 @@ def create_app(node: OmsNode) -> FastAPI:
         lifespan=lifespan,
     )
     install_latency_chaos(app)
+    add_metrics_route(app, node.metrics)
 
     def result() -> ControlResult:
         return ControlResult(trading_state=node.state, epoch=node.epoch)
@@ -112,6 +146,11 @@ def create_app(node: OmsNode) -> FastAPI:
             malformed_events=mirror.malformed_events if mirror else 0,
             position_mismatches=node.book.position_mismatches,
             fenced_reason=node.fenced_reason,
+            risk_limits={s: r.max_position for s, r in sorted(node.risk_limits.items())},
+            risk_refusals=dict(sorted(node.risk_refusals.items())),
+            database=node.database_loaded,
+            database_error=node.database_error,
+            released_venues=sorted(node.released_venues),
         )
 
     @app.post("/control/deactivate")
@@ -134,16 +173,30 @@ def create_app(node: OmsNode) -> FastAPI:
     @app.post("/control/sync")
     async def sync() -> SyncResult:
         applied, last = await node.sync(node.topology.replication.sync_timeout_s)
+        try:
+            loaded = await node.sync_database()
+        except psycopg.Error:
+            raise HTTPException(
+                503, f"the stream is synced; the database did not answer: {node.database_error}"
+            ) from None
         return SyncResult(
-            applied_seq=applied, stream_last_seq=last, gap_events=max(last - applied, 0)
+            applied_seq=applied,
+            stream_last_seq=last,
+            gap_events=max(last - applied, 0),
+            database=loaded,
         )
 
     @app.post("/control/release")
-    async def release() -> ControlResult:
+    async def release(request: ReleaseRequest | None = None) -> ControlResult:
+        """Trading resumes on ``venues`` (all when absent) at ``epoch``, venue by venue as the
+        promotion reconciles each; the others stay reduce-only."""
+        body = request or ReleaseRequest()
         try:
-            await node.release()
+            await node.release(body.epoch, body.venues)
         except ControlRefused as exc:
             raise HTTPException(409, str(exc)) from None
+        except UnknownVenues as exc:
+            raise HTTPException(422, str(exc)) from None
         return result()
 
     @app.get("/book")
@@ -177,6 +230,25 @@ def create_app(node: OmsNode) -> FastAPI:
             )
         return snapshot
 
+    @app.post("/admin/risk-limits")
+    async def change_risk_limit(change: RiskLimitChange) -> RiskParameter:
+        """An operator changes a risk limit. It goes to the database only, never on the
+        stream, under this node's epoch; this node enforces it at once, DR once it syncs."""
+        symbols = node.system.symbols
+        if symbols and change.symbol not in symbols:
+            raise HTTPException(422, f"{change.symbol!r} is not traded here; one of {symbols}")
+        try:
+            return await node.write_risk_limit(
+                change.symbol, change.max_position, change.max_order_qty
+            )
+        except ControlRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        except oms_db.StaleEpoch as exc:
+            raise HTTPException(409, f"refused by the database, this node stops: {exc}") from None
+        except psycopg.Error:
+            detail = f"the database did not answer: {node.database_error}"
+            raise HTTPException(503, detail) from None
+
     @app.post("/admin/force-order")
     async def force_order(request: ForcedOrder) -> ForcedOrderResult:
         """Send an order with this node's epoch whatever its state: the split-brain probe."""
@@ -209,7 +281,7 @@ def create_app(node: OmsNode) -> FastAPI:
     return app
 
 
-async def _connect_waiting_out_cooldown(client: VenueClient) -> None:
+async def _connect_waiting_out_cooldown(client: LabOrderGateway) -> None:
     """Log on even if the venue first imposes its cooldown (a forced order insists)."""
     try:
         await client.connect()

@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
         help="name of the environment variable holding the API key (the key itself is never "
         "taken on the command line, where ps would show it)",
     )
+    parser.add_argument(
+        "--api-secret-env",
+        default=None,
+        help="name of the environment variable holding the secret that signs requests to the "
+        "Binance-compatible face (/api/v3); without it the face refuses signed requests",
+    )
     # Defaults come from VenueSettings, their one home.
     for field in (
         "reconnect_cooldown_s",
@@ -34,6 +40,18 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + field.replace("_", "-")
         parser.add_argument(flag, type=float, default=defaults[field].default)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--symbols",
+        default=None,
+        help="comma-separated symbols the Binance face lists in exchangeInfo "
+        "(default: the lab's own)",
+    )
+    parser.add_argument(
+        "--fix-port",
+        type=int,
+        default=None,
+        help="also serve the FIX 4.4 acceptor on this port (same book, sessions and faults)",
+    )
     return parser
 
 
@@ -56,15 +74,26 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    api_secret = os.environ.get(args.api_secret_env, "") if args.api_secret_env else None
+    if api_secret == "":
+        print(
+            f"lab.venue: environment variable {args.api_secret_env} is unset or empty; "
+            "set it to the Binance face's API secret",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = VenueSettings(
             name=args.name,
             api_key=SecretStr(api_key),
+            api_secret=SecretStr(api_secret) if api_secret else None,
             reconnect_cooldown_s=args.reconnect_cooldown_s,
             session_timeout_s=args.session_timeout_s,
             fill_interval_s=args.fill_interval_s,
             fill_probability=args.fill_probability,
             seed=args.seed,
+            **({"symbols": tuple(args.symbols.split(","))} if args.symbols else {}),
+            fix_port=args.fix_port,
         )
     except ValidationError as exc:
         print(f"lab.venue: {_describe_bad_flags(exc)}", file=sys.stderr)

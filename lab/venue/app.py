@@ -17,9 +17,11 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from lab.service import ADMIN_PREFIX, install_latency_chaos
+from lab.venue.binance_face import install_binance_face
 from lab.venue.config import VenueSettings
 from lab.venue.exchange import SimulatedVenue
-from lab.venue.faults import install_faults
+from lab.venue.faults import BINANCE_PREFIX, install_faults
+from lab.venue.fix_acceptor import serve_fix
 from lab.venue.matching import match_forever
 from lab.venue.models import (
     AdminFillRequest,
@@ -56,19 +58,9 @@ def create_app(settings: VenueSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.fill_probability == 0:
+        # The FIX 4.4 face, when given a port, serves the same book, sessions and fault plan.
+        async with serve_fix(settings, venue, lambda: faults), _random_fills(venue, settings):
             yield
-            return
-        rng = random.Random(settings.seed)
-        matching = asyncio.create_task(
-            match_forever(venue.book, settings.fill_interval_s, settings.fill_probability, rng)
-        )
-        try:
-            yield
-        finally:
-            matching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await matching
 
     app = FastAPI(title=f"simulated venue {settings.name}", lifespan=lifespan)
     install_latency_chaos(app)
@@ -77,6 +69,7 @@ def create_app(settings: VenueSettings) -> FastAPI:
     # Added after the chaos middlewares, so it wraps them: a request without the key is refused
     # before anything else runs, the chaos endpoints included.
     _install_api_key_check(app, settings)
+    install_binance_face(app, venue, settings, faults)
 
     @app.get("/health")
     async def health() -> Health:
@@ -171,6 +164,23 @@ def create_app(settings: VenueSettings) -> FastAPI:
     return app
 
 
+@contextlib.asynccontextmanager
+async def _random_fills(venue: SimulatedVenue, settings: VenueSettings) -> AsyncIterator[None]:
+    if settings.fill_probability == 0:
+        yield
+        return
+    rng = random.Random(settings.seed)
+    matching = asyncio.create_task(
+        match_forever(venue.book, settings.fill_interval_s, settings.fill_probability, rng)
+    )
+    try:
+        yield
+    finally:
+        matching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await matching
+
+
 def _cursor_seq(cursor: str | None) -> int:
     if cursor is None:
         return 0
@@ -209,7 +219,9 @@ def _install_api_key_check(app: FastAPI, settings: VenueSettings) -> None:
     async def _require_api_key(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path in _UNAUTHENTICATED_PATHS:
+        # The Binance face checks its own key and signature, in Binance's shapes.
+        path = request.url.path
+        if path in _UNAUTHENTICATED_PATHS or path.startswith(BINANCE_PREFIX + "/"):
             return await call_next(request)
         presented = request.headers.get(API_KEY_HEADER)
         if presented is None:

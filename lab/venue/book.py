@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
+from domain.book import epoch_of_client_order_id
 from lab.venue.models import (
     CancelAudit,
     CancelCount,
@@ -18,6 +19,7 @@ from lab.venue.models import (
     FillTooLarge,
     Order,
     OrderTicket,
+    OrderTicketWithoutEpoch,
     StaleEpochError,
 )
 from lab.venue.rejections import VenueRejection
@@ -68,13 +70,24 @@ class OrderBook:
     def rest(self, ticket: OrderTicket) -> Order:
         """Put an order on the book with no session or epoch check (admin injection uses this
         alone: it models an order the old primary got in just before it died)."""
+        return self._rest(ticket, ticket.epoch)
+
+    def enter_without_epoch(self, ticket: OrderTicketWithoutEpoch) -> Order:
+        """Accept an order from a dialect that knows no epochs (the Binance face, FIX), as a
+        public venue does: no epoch check, so no venue-side fence. The order's epoch is read
+        from its client order id's ``E<n>-`` prefix when it has one, else left unknown."""
+        order = self._rest(ticket, epoch_of_client_order_id(ticket.client_order_id))
+        self._counters.orders_accepted += 1
+        return order
+
+    def _rest(self, ticket: OrderTicketWithoutEpoch, epoch: int | None) -> Order:
         if ticket.client_order_id in self._by_client_id:
             raise VenueRejection(409, ErrorBody(error="duplicate client_order_id"))
         now = utc_now()
         order = Order(
             venue_order_id=f"{self._venue}-O{len(self._orders) + 1:08d}",
             client_order_id=ticket.client_order_id,
-            epoch=ticket.epoch,
+            epoch=epoch,
             symbol=ticket.symbol,
             side=ticket.side,
             qty=ticket.qty,
@@ -98,6 +111,10 @@ class OrderBook:
 
     def hold_from_matching(self, order: Order) -> None:
         self._not_auto_filled.add(order.venue_order_id)
+
+    def all_orders(self, symbol: str | None = None) -> list[Order]:
+        """Every order ever accepted, oldest first, whatever became of it."""
+        return [o for o in self._orders.values() if symbol is None or o.symbol == symbol]
 
     def orders_of_epoch(self, epoch: int) -> list[Order]:
         """Every order ever accepted with this epoch, whatever became of it."""
@@ -131,7 +148,9 @@ class OrderBook:
         now = utc_now()
         seq = len(self._fills) + 1
         fill = Fill(
-            trade_id=f"{self._venue}-T{seq:08d}",
+            # Numeric, as real venues number their trades: the Binance face pages by it
+            # (fromId), and every face reports the same id for the same trade.
+            trade_id=str(seq),
             seq=seq,
             venue_order_id=order.venue_order_id,
             client_order_id=order.client_order_id,

@@ -19,7 +19,42 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from lab.service import ADMIN_PREFIX
 
 # Every API path the promotion's recovery uses; a burst can be aimed at some of them.
-API_PATHS = ("/session/connect", "/orders/open", "/fills", "/orders/cancel", "/orders")
+LAB_PATHS = ("/session/connect", "/orders/open", "/fills", "/orders/cancel", "/orders")
+# The Binance-compatible face's paths (lab/venue/binance_face.py); its faults answer in
+# Binance's error shape.
+BINANCE_PREFIX = "/api/v3"
+BINANCE_PATHS = tuple(
+    f"{BINANCE_PREFIX}/{p}"
+    for p in ("exchangeInfo", "time", "account", "order", "openOrders", "allOrders", "myTrades")
+)
+API_PATHS = LAB_PATHS + BINANCE_PATHS
+FaultPath = Literal[
+    "/session/connect",
+    "/orders/open",
+    "/fills",
+    "/orders/cancel",
+    "/api/v3/exchangeInfo",
+    "/api/v3/time",
+    "/api/v3/account",
+    "/api/v3/order",
+    "/api/v3/openOrders",
+    "/api/v3/allOrders",
+    "/api/v3/myTrades",
+    # The FIX face's requests by MsgType (lab/venue/fix_acceptor.py): an error burst is
+    # answered by a BusinessMessageReject, a 429 by one saying "retry after N s" (on a Logon:
+    # a Logout saying so), slow by answering late. Logged by record_fix, with FIX's own faults.
+    "fix:A",
+    "fix:F",
+    "fix:AF",
+    "fix:AD",
+    "fix:q",
+]
+_DEFAULT_FAULT_PATHS: tuple[FaultPath, ...] = (
+    "/session/connect",
+    "/orders/open",
+    "/fills",
+    "/orders/cancel",
+)
 Burst = Annotated[int, Field(ge=0, le=10_000)]
 _LOG_LIMIT = 2_000
 
@@ -35,20 +70,29 @@ class FaultPlan(BaseModel):
     # Then the next `rate_limits` are answered 429 with Retry-After.
     rate_limits: Burst = 0
     retry_after_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # Then the next `bans` are answered 418 (Binance's IP ban for ignoring 429s), with
+    # Retry-After `retry_after_s`.
+    bans: Burst = 0
     # Then the next `slow` are answered `slow_ms` late (longer than a client's timeout: a hang).
     slow: Burst = 0
     slow_ms: Annotated[int, Field(ge=0, le=600_000)] = 6_000
-    paths: list[Literal["/session/connect", "/orders/open", "/fills", "/orders/cancel"]] = Field(
-        default_factory=lambda: ["/session/connect", "/orders/open", "/fills", "/orders/cancel"]
-    )
+    # By default the lab API's recovery paths; the Binance face's are named explicitly.
+    paths: list[FaultPath] = Field(default_factory=lambda: list(_DEFAULT_FAULT_PATHS))
     # Only requests whose User-Agent starts with this (e.g. the runbooks' "failover-runbooks",
     # leaving the OMS sessions of the same member alone); None: everyone's.
     only_agent: str | None = None
-    # Malformed reports: appended to every open-order / fill answer until the plan is replaced.
+    # Malformed reports: appended to every open-order / fill answer until the plan is replaced
+    # (on the Binance face: to every openOrders answer and to myTrades' first page, as given).
     junk_orders: list[dict[str, Any]] = Field(default_factory=list)
     junk_fills: list[dict[str, Any]] = Field(default_factory=list)
     # Every fill reported twice, as venues do after a gateway failover.
     duplicate_fills: bool = False
+    # FIX face (lab/venue/fix_acceptor.py; junk_orders / junk_fills reach it too, each field a
+    # junk report leaves out becoming a missing tag): the next `fix_drops` mass-status answers
+    # stop half way, the connection dropped; the next `fix_seq_gaps` application messages the
+    # venue sends each skip a MsgSeqNum.
+    fix_drops: Burst = 0
+    fix_seq_gaps: Burst = 0
 
 
 class ServedRequest(BaseModel):
@@ -88,6 +132,9 @@ class VenueFaults:
         elif plan.rate_limits:
             plan.rate_limits -= 1
             answer = "429"
+        elif plan.bans:
+            plan.bans -= 1
+            answer = "418"
         elif plan.slow:
             plan.slow -= 1
             answer = "slow"
@@ -98,6 +145,20 @@ class VenueFaults:
                 ServedRequest(path=path, agent=agent, at=datetime.now(UTC), answer=answer)
             )
         return answer
+
+    def take_fix(self, burst: Literal["fix_drops", "fix_seq_gaps"], agent: str) -> bool:
+        """Consume one unit of a FIX burst aimed at ``agent`` (a session's SenderSubID)."""
+        if not self.targets(agent) or getattr(self.plan, burst) == 0:
+            return False
+        setattr(self.plan, burst, getattr(self.plan, burst) - 1)
+        return True
+
+    def record_fix(self, path: str, agent: str, answer: str) -> None:
+        """Log one FIX request (``path`` is ``fix:<MsgType>``) beside the REST requests."""
+        if len(self.requests) < _LOG_LIMIT:
+            self.requests.append(
+                ServedRequest(path=path, agent=agent, at=datetime.now(UTC), answer=answer)
+            )
 
     def targets(self, agent: str) -> bool:
         return self.plan.only_agent is None or agent.startswith(self.plan.only_agent)
@@ -116,6 +177,30 @@ class VenueFaults:
             fills = [*fills, *self.plan.junk_fills]
         return {**page, "fills": fills}
 
+    # The Binance face answers per symbol: junk naming another symbol stays out of the answer.
+
+    def binance_open_orders(
+        self, orders: list[dict[str, Any]], symbol: str | None, agent: str
+    ) -> list[Any]:
+        junk = self.plan.junk_orders if self.targets(agent) else []
+        return [*orders, *(j for j in junk if symbol is None or j.get("symbol") in (None, symbol))]
+
+    def binance_trades(
+        self, trades: list[dict[str, Any]], symbol: str, first_page: bool, limit: int, agent: str
+    ) -> list[Any]:
+        """A myTrades page with the plan's faults. Junk takes the place of the page's last real
+        trades rather than overflowing ``limit``, as a venue never answers more than asked
+        (ccxt would cut the overflow off and the junk with it); paging resumes after the last
+        real trade, so nothing real is lost."""
+        if not self.targets(agent):
+            return trades
+        junk = [j for j in self.plan.junk_fills if j.get("symbol") in (None, symbol)]
+        if first_page and junk:
+            trades = [*junk, *trades[: max(limit - len(junk), 0)]]
+        if self.plan.duplicate_fills:
+            trades = [copy for trade in trades for copy in (trade, trade)]
+        return trades
+
 
 def install_faults(app: FastAPI) -> VenueFaults:
     """`POST /admin/faults` sets the plan (and clears the log); `GET /admin/faults` reads both."""
@@ -128,13 +213,17 @@ def install_faults(app: FastAPI) -> VenueFaults:
         if request.url.path.startswith(ADMIN_PREFIX):
             return await call_next(request)
         answer = faults.next_answer(request.url.path, request.headers.get("user-agent", ""))
-        if answer == "429":
+        binance = request.url.path.startswith(BINANCE_PREFIX + "/")
+        if answer in ("429", "418"):
             retry_after = faults.plan.retry_after_s
-            return JSONResponse(
-                {"error": "rate limited (injected)", "retry_after_s": retry_after},
-                status_code=429,
-                headers={"Retry-After": f"{retry_after:g}"},
-            )
+            headers = {"Retry-After": f"{retry_after:g}"}
+            if binance:
+                # -1003 is Binance's code for both; the status says which (418: banned).
+                what = "IP banned" if answer == "418" else "Too many requests"
+                body: dict[str, Any] = {"code": -1003, "msg": f"{what} (injected)"}
+            else:
+                body = {"error": "rate limited (injected)", "retry_after_s": retry_after}
+            return JSONResponse(body, status_code=int(answer), headers=headers)
         if answer.isdigit():
             return JSONResponse({"error": "injected fault"}, status_code=int(answer))
         if answer == "slow":

@@ -58,15 +58,20 @@ class Heartbeat(BaseModel):
     next_seq: int
 
 
-class OrderTicket(Request):
-    """An order as the venue is asked to rest it; what admin injection takes directly."""
+class OrderTicketWithoutEpoch(Request):
+    """An order from a dialect that knows no epochs (the Binance face, FIX)."""
 
     client_order_id: Text
-    epoch: Epoch
     symbol: Text
     side: Side
     qty: Qty
     price: Price
+
+
+class OrderTicket(OrderTicketWithoutEpoch):
+    """An order as the venue is asked to rest it; what admin injection takes directly."""
+
+    epoch: Epoch
 
 
 class InjectedOrder(OrderTicket):
@@ -86,7 +91,9 @@ class OrderRequest(OrderTicket):
 class Order(BaseModel):
     venue_order_id: str
     client_order_id: str
-    epoch: int
+    # None: an order entered through a dialect without epochs whose client order id carries
+    # no ``E<n>-`` prefix (the venue cannot know which epoch sent it).
+    epoch: int | None
     symbol: str
     side: Side
     qty: int
@@ -107,7 +114,7 @@ class Fill(BaseModel):
     seq: int
     venue_order_id: str
     client_order_id: str
-    epoch: int
+    epoch: int | None  # the order's epoch, as on Order
     symbol: str
     side: Side
     qty: int

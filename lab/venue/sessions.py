@@ -21,6 +21,7 @@ class SessionEnd(StrEnum):
     LOGGED_OUT = "logged_out"  # clean: the member may reconnect at once
     REPLACED = "replaced"  # unclean: the member connected again while this one was open
     TIMED_OUT = "timed_out"  # unclean: no connect, order or heartbeat for session_timeout_s
+    DISCONNECTED = "disconnected"  # unclean: a FIX connection closed without a Logout
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ def test_example_topology_loads_and_points_at_compose_services(
 ) -> None:
     in_compose = {
         "temporal.address": host_of(topology.temporal.address),
-        "lease.address": host_of(topology.lease.address),
+        "lease.url": host_of(topology.lease.url),
         "replication.nats_url": host_of(topology.replication.nats_url),
     }
     assert {field: host for field, host in in_compose.items() if host not in services} == {}

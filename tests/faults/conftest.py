@@ -6,6 +6,7 @@ Every wait here is bounded; a promotion that does not finish says where it stopp
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from domain.promotion import PromotionReport
 from domain.topology import load_topology
+from drctl.lab_alerts import fetch_alerts
 from lab import stack
 from lab.processes import wait_until
 from lab.stack import ChaosAction
@@ -27,6 +29,7 @@ from tests.lab.conftest import (
     inject_order,
     lease_of,
     running_lab,
+    venue_call,
     weights_of,
 )
 from workflows.data_converter import DATA_CONVERTER
@@ -104,7 +107,8 @@ async def where_it_stands(client: Client, workflow_id: str = PROMOTION_ID) -> st
 
 
 def after_activity(activity_type: str, nth: int = 1) -> Callable[[Sequence[HistoryEvent]], bool]:
-    """True once the ``nth`` attempt-chain of ``activity_type`` has completed."""
+    """True once the ``nth`` attempt-chain of ``activity_type`` has completed, as a normal
+    activity or as a local one (whose completion is a marker in the history)."""
 
     def reached(events: Sequence[HistoryEvent]) -> bool:
         scheduled = {
@@ -119,7 +123,31 @@ def after_activity(activity_type: str, nth: int = 1) -> Callable[[Sequence[Histo
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
             and e.activity_task_completed_event_attributes.scheduled_event_id in scheduled
         ]
-        return len(completed) >= nth
+        local = [e for e in events if local_activity_type(e) == activity_type]
+        return len(completed) + len(local) >= nth
+
+    return reached
+
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
+def local_activity_type(event: HistoryEvent) -> str | None:
+    """The activity type of a local activity's completion marker; None for any other event."""
+    if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+        return None
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return None
+    data = json.loads(marker.details["data"].payloads[0].data)
+    return str(data.get("activity_type")) if isinstance(data, dict) else None
+
+
+def venue_children(state: int, count: int) -> Callable[[Sequence[HistoryEvent]], bool]:
+    """True once ``count`` VenueRecovery children have reached ``state`` (started, completed)."""
+
+    def reached(events: Sequence[HistoryEvent]) -> bool:
+        return sum(1 for e in events if e.event_type == state) >= count
 
     return reached
 
@@ -166,3 +194,56 @@ def failback(lab: LabRun) -> None:
 def dns_weights(lab: LabRun) -> dict[str, int]:
     """The weights Route 53 (the lab's emulator, over HTTP) holds for the OMS record now."""
     return weights_of(lab, "oms.lab.example.")
+
+
+# --- a promotion interrupted by a crash: every effect exactly once ------------------------------
+
+DNS_SUBMITTED = "submitted as change"
+
+
+def alerts_of_run(lab: LabRun, run_id: str) -> list[dict[str, object]]:
+    return [
+        a["alert"]
+        for a in fetch_alerts(lab.root)["alerts"]
+        if f"/{run_id}/" in str(a.get("idempotency_key", ""))
+    ]
+
+
+async def assert_promoted_exactly_once(
+    lab: LabRun,
+    client: Client,
+    report: PromotionReport,
+    previous_epoch: int,
+    ghosts: dict[str, str],
+    dns_submissions_before: int,
+) -> None:
+    """What a crash in the middle of a promotion must not change: one epoch increment, each
+    ghost cancelled once at its venue, one effective DNS change, one final alert."""
+    assert report.outcome.value == "promoted", report.outcome_detail
+    # The epoch moved once: the lease, the report and DR agree on previous + 1.
+    assert (report.previous_epoch, report.epoch) == (previous_epoch, previous_epoch + 1)
+    assert await lease_of(lab) == (previous_epoch + 1, "dr")
+    assert lab.get("oms-dr", "/health")["epoch"] == previous_epoch + 1
+    # Each ghost, and everything else the promotion cancelled, changed state once at its venue.
+    for recovery in report.venues:
+        cancelled = set(recovery.cancelled)
+        if recovery.venue in ghosts:
+            assert ghosts[recovery.venue] in cancelled
+        if cancelled:
+            audit = venue_call(
+                lab, recovery.venue, "GET", "/admin/cancels",
+                params={"client_order_id": sorted(cancelled)},
+            )["orders"]  # fmt: skip
+            assert {cid: c["state_changing"] for cid, c in audit.items()} == dict.fromkeys(
+                cancelled, 1
+            )
+    # One effective DNS change: the weights were submitted once (a retry finds them in place).
+    assert worker_log(lab).count(DNS_SUBMITTED) - dns_submissions_before == 1
+    assert dns_weights(lab) == {"primary": 0, "dr": 100}
+    # One final alert for this run, however many times its delivery was attempted.
+    run_id = (await client.get_workflow_handle(PROMOTION_ID).describe()).run_id
+    finals = [a for a in alerts_of_run(lab, run_id) if a["kind"] == "promotion_completed"]
+    assert len(finals) == 1, finals
+    names = [s.name for s in report.steps if s.status == "completed"]
+    for step in ("acquire_lease", "venue_recovery", "release_trading", "update_dns"):
+        assert names.count(step) == 1, names

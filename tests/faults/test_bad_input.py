@@ -43,24 +43,33 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from domain.drill import DRILL_WORKFLOW, FAILBACK_WORKFLOW, DrillRequest, FailbackRequest
-from domain.monitoring import HEALTH_MONITOR_WORKFLOW, MonitorRequest
+from domain.monitoring import (
+    FEED_MONITOR_WORKFLOW,
+    HEALTH_MONITOR_WORKFLOW,
+    SYSTEM_MONITOR_WORKFLOW,
+    FeedMonitorRequest,
+    MonitorRequest,
+    SystemMonitorRequest,
+)
 from domain.promotion import (
     PROMOTION_WORKFLOW,
     VENUE_RECOVERY_WORKFLOW,
     PromotionRequest,
     VenueRecoveryRequest,
 )
-from domain.topology import Topology, parse_topology
+from domain.topology import parse_topology
 from drctl.__main__ import main as drctl_main
 from lab.topology_gen import LabPorts, lab_topology_toml
 from workers.__main__ import main as workers_main
 from workflows.data_converter import DATA_CONVERTER
 from workflows.drill import DrillWorkflow
 from workflows.failback import FailbackWorkflow
+from workflows.feed_monitor import FeedMonitorWorkflow
 from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.promotion import PromotionWorkflow
 from workflows.registry import ALL_WORKFLOWS
 from workflows.steps import INVALID_INPUT
+from workflows.system_monitor import SystemMonitorWorkflow
 from workflows.venue_recovery import VenueRecoveryWorkflow
 
 # ============================================================================================
@@ -85,6 +94,7 @@ DRCTL_COMMANDS: tuple[tuple[str, ...], ...] = (
 )
 
 LAB_TOPOLOGY = lab_topology_toml(LabPorts())
+LAB_PARSED = parse_topology(LAB_TOPOLOGY, "<lab topology>")
 LINES = LAB_TOPOLOGY.split("\n")
 # Any line but the empty one after the final newline: what follows it is the end of the document.
 ANY_LINE = st.integers(min_value=0, max_value=len(LINES) - 2)
@@ -95,17 +105,18 @@ NAMED_ARRAYS = ("systems", "venues", "vantage_points", "feeds")
 
 
 def model_of_table(table: str) -> type[BaseModel]:
-    """The topology model behind a table such as ``systems[0].dns`` or ``feeds[0].sources[2]``."""
-    model: type[BaseModel] = Topology
-    for name in re.sub(r"\[\d+\]", "", table).split("."):
-        annotation = model.model_fields[name].annotation
-        # `list[VenueConfig]`, `WeightedRecord | None` or the model itself.
-        model = next(
-            t
-            for t in (annotation, *get_args(annotation))
-            if isinstance(t, type) and issubclass(t, BaseModel)
-        )
-    return model
+    """The topology model behind a table such as ``systems[0].dns`` or ``venues[1]``.
+
+    Read off the parsed lab topology itself: a tagged union (``venues[1]`` is a ccxt venue,
+    ``lease`` a NATS store) has no one model to find from the annotations alone.
+    """
+    node: object = LAB_PARSED
+    for name, index in re.findall(r"([A-Za-z0-9_]+)(?:\[(\d+)\])?", table):
+        node = getattr(node, name)
+        if index:
+            node = node[int(index)]  # type: ignore[index]
+    assert isinstance(node, BaseModel), table
+    return type(node)
 
 
 @dataclass(frozen=True)
@@ -483,7 +494,7 @@ def test_the_lab_topology_these_files_break_is_valid_and_every_setting_located()
     for setting in SETTINGS:
         assert setting.field is not None, setting  # a KeyError if located wrongly
     located = {s.location for s in SETTINGS}
-    assert {"lease.ttl_s", "systems[0].dns.zone", "venues[2].url"} <= located
+    assert {"lease.ttl_s", "systems[0].dns.zone", "venues[0].url", "venues[2].port"} <= located
     assert {"vantage_points[1].region", "feeds[0].sources[2].rank", "lab.api_key_env"} <= located
 
 
@@ -597,7 +608,7 @@ RUNBOOK_INPUTS = (
         {
             "system": "lab",
             "venue": "alpha",
-            "member": "dr",
+            "account": "dr",
             "new_epoch": 7,
             "takeover_at": "2025-03-01T12:00:00Z",
             "fills_since": "2025-03-01T11:55:00Z",
@@ -605,6 +616,12 @@ RUNBOOK_INPUTS = (
         },
     ),
     RunbookInput(HealthMonitorWorkflow, HEALTH_MONITOR_WORKFLOW, MonitorRequest, {"system": "lab"}),
+    RunbookInput(
+        SystemMonitorWorkflow, SYSTEM_MONITOR_WORKFLOW, SystemMonitorRequest, {"system": "lab"}
+    ),
+    RunbookInput(
+        FeedMonitorWorkflow, FEED_MONITOR_WORKFLOW, FeedMonitorRequest, {"feed": "lab-md"}
+    ),
     RunbookInput(
         DrillWorkflow,
         DRILL_WORKFLOW,

@@ -19,23 +19,23 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from domain.promotion import PromotionReport
-from drctl.lab_alerts import fetch_alerts
 from lab.topology_gen import VENUES
 from tests.faults.conftest import (
+    DNS_SUBMITTED,
     PROMOTION_ID,
     after_activity,
+    assert_promoted_exactly_once,
     chaos,
-    dns_weights,
     failback,
     place_ghost,
     promotion_result,
     start_failover,
     temporal,
+    venue_children,
     wait_for_steady_primary,
     worker_log,
 )
-from tests.lab.conftest import LabRun, lease_of, running_lab, venue_call
+from tests.lab.conftest import LabRun, running_lab
 
 GHOST_VENUES = ("alpha", "gamma")
 
@@ -46,16 +46,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     # (tests/lab/test_promotion_unplanned.py), here it would only lengthen every case.
     with running_lab(tmp_path_factory, "--venue-cooldown-s", "1") as run:
         yield run
-
-
-DNS_SUBMITTED = "submitted as change"
-
-
-def venue_children(state: int, count: int) -> Callable[[Sequence[HistoryEvent]], bool]:
-    def reached(events: Sequence[HistoryEvent]) -> bool:
-        return sum(1 for e in events if e.event_type == state) >= count
-
-    return reached
 
 
 # Each boundary of the unplanned promotion, in order: the kill follows the named event.
@@ -108,14 +98,6 @@ async def kill_worker_at(
     return crash
 
 
-def alerts_of_run(lab: LabRun, run_id: str) -> list[dict[str, object]]:
-    return [
-        a["alert"]
-        for a in fetch_alerts(lab.root)["alerts"]
-        if f"/{run_id}/" in str(a.get("idempotency_key", ""))
-    ]
-
-
 @pytest.mark.parametrize("boundary", list(BOUNDARIES))
 async def test_a_worker_killed_at_a_step_boundary_changes_nothing_twice(
     lab: LabRun, boundary: str
@@ -132,37 +114,6 @@ async def test_a_worker_killed_at_a_step_boundary_changes_nothing_twice(
     chaos(lab, "heal", "worker")
 
     report = await promotion_result(client, 120)
-    assert report.outcome.value == "promoted", report.outcome_detail
-    # The epoch moved once: the lease, the report and DR agree on previous + 1.
-    assert (report.previous_epoch, report.epoch) == (epoch, epoch + 1)
-    assert await lease_of(lab) == (epoch + 1, "dr")
-    assert lab.get("oms-dr", "/health")["epoch"] == epoch + 1
-    # Each ghost, and everything else the promotion cancelled, changed state once at its venue.
-    for recovery in report.venues:
-        cancelled = set(recovery.cancelled)
-        if recovery.venue in ghosts:
-            assert ghosts[recovery.venue] in cancelled
-        if cancelled:
-            audit = venue_call(
-                lab, recovery.venue, "GET", "/admin/cancels",
-                params={"client_order_id": sorted(cancelled)},
-            )["orders"]  # fmt: skip
-            assert {cid: c["state_changing"] for cid, c in audit.items()} == dict.fromkeys(
-                cancelled, 1
-            )
-    # One effective DNS change: the weights were submitted once (a retry finds them in place).
-    assert worker_log(lab).count(DNS_SUBMITTED) - dns_before == 1
-    assert dns_weights(lab) == {"primary": 0, "dr": 100}
-    # One final alert for this run, however many times its delivery was attempted.
-    run_id = (await client.get_workflow_handle(PROMOTION_ID).describe()).run_id
-    finals = [a for a in alerts_of_run(lab, run_id) if a["kind"] == "promotion_completed"]
-    assert len(finals) == 1, finals
-    _check_report_is_whole(report)
+    await assert_promoted_exactly_once(lab, client, report, epoch, ghosts, dns_before)
 
     failback(lab)
-
-
-def _check_report_is_whole(report: PromotionReport) -> None:
-    names = [s.name for s in report.steps if s.status == "completed"]
-    for step in ("acquire_lease", "venue_recovery", "release_trading", "update_dns"):
-        assert names.count(step) == 1, names

@@ -7,16 +7,16 @@ import time
 import uuid
 from pathlib import Path
 
-from activities.lease import open_lease_store
 from activities.lease_keeper import LeaseKeeper
-from domain.topology import LeaseConfig
+from adapters.stores import open_lease_store
+from domain.topology import NatsLeaseConfig
 from tests.conftest import NatsServer
 
 TTL_S = 1.5
 
 
 async def test_the_primary_keeps_its_lease_while_the_store_is_up(nats_server: NatsServer) -> None:
-    store = await open_lease_store(LeaseConfig(address=nats_server.url, ttl_s=TTL_S))
+    store = await open_lease_store(NatsLeaseConfig(url=nats_server.url, ttl_s=TTL_S))
     system = f"sys-{uuid.uuid4().hex[:8]}"
     lease = await store.take_over(system, "primary", "oms-a", expected=None)
     fenced = asyncio.Event()
@@ -40,7 +40,7 @@ async def test_the_primary_keeps_its_lease_while_the_store_is_up(nats_server: Na
 async def test_losing_the_lease_to_a_promotion_stops_trading_at_once(
     nats_server: NatsServer,
 ) -> None:
-    store = await open_lease_store(LeaseConfig(address=nats_server.url, ttl_s=TTL_S))
+    store = await open_lease_store(NatsLeaseConfig(url=nats_server.url, ttl_s=TTL_S))
     system = f"sys-{uuid.uuid4().hex[:8]}"
     lease = await store.take_over(system, "primary", "oms-a", expected=None)
     reasons: list[str] = []
@@ -69,7 +69,7 @@ async def test_a_primary_cut_off_from_the_lease_store_stops_within_the_ttl(
 ) -> None:
     with NatsServer(tmp_path) as server:
         store = await open_lease_store(
-            LeaseConfig(address=server.url, ttl_s=TTL_S), op_timeout_s=0.3
+            NatsLeaseConfig(url=server.url, ttl_s=TTL_S), op_timeout_s=0.3
         )
         lease = await store.take_over("lab", "primary", "oms-a", expected=None)
         fenced_at: list[float] = []

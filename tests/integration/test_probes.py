@@ -69,6 +69,18 @@ async def test_an_unreachable_target_is_down_after_exactly_the_confirmation_coun
     assert result.last_failure is not None and result.last_failure.startswith("unreachable")
 
 
+async def test_a_down_verdict_says_when_its_streak_of_failures_began() -> None:
+    closed = f"http://127.0.0.1:{processes.free_port()}"
+    result = await ActivityEnvironment().run(
+        ProbeActivities().watch_target, watch(closed, "oms", Verdict.DEGRADED)
+    )
+    assert result.verdict == Verdict.DOWN
+    # The first of the three failed checks: where the monitor's detection latency starts.
+    counters = result.counters
+    assert counters.failing_since is not None and counters.last_check_at is not None
+    assert counters.last_check_at - counters.failing_since == pytest.approx(0.4, abs=0.3)
+
+
 async def test_a_restarted_watch_keeps_the_probe_cadence() -> None:
     closed = f"http://127.0.0.1:{processes.free_port()}"
     carried = ProbeCounters(

@@ -114,7 +114,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
 
 async def lease_of(lab: LabRun, system: str = "lab") -> tuple[int, str]:
     """(epoch, region) of the system's lease, read from the lab's real lease store."""
-    from activities.lease import open_lease_store
+    from adapters.stores import open_lease_store
     from domain.topology import load_topology
 
     store = await open_lease_store(load_topology(lab.root / "topology.toml").lease)

@@ -5,6 +5,7 @@ One lab and one feed monitor for the module; each scenario starts from md-a acti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -14,7 +15,13 @@ from typing import Any
 import pytest
 
 from lab.processes import wait_until
-from tests.lab.conftest import LabRun, drctl_runbook, running_lab, weights_of
+from tests.lab.conftest import (
+    LabRun,
+    drctl_runbook,
+    replay_and_record,
+    running_lab,
+    weights_of,
+)
 
 # freshness_threshold_s + confirmation_count x interval_s + one interval, in the lab topology
 DETECTION_BUDGET_S = 2.0 + 3 * 1.0 + 1.0
@@ -110,3 +117,11 @@ def test_a_paused_feed_monitor_watches_but_never_switches(lab: LabRun) -> None:
         assert lab.drctl("chaos", "heal", "md", "md-a").returncode == 0
     refused = drctl_runbook(lab, "monitor", "ack", "--feed", "lab-md", "--as", "maint")
     assert refused.returncode == 1 and "nothing to acknowledge" in refused.stderr
+
+
+def test_the_feed_monitor_history_replays_deterministically(lab: LabRun) -> None:
+    # Still running: its verdicts, switches and a pause so far replay against today's code.
+    replayed = asyncio.run(
+        replay_and_record(lab.root / "topology.toml", ["md-monitor/lab-md"], "feed-monitor")
+    )
+    assert replayed == 1

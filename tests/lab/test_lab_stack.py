@@ -27,6 +27,7 @@ def test_every_component_is_healthy_and_dr_is_within_1s_of_the_primary(lab: LabR
         "temporal", "nats", "route53", "venue-alpha", "venue-beta", "venue-gamma",
         "md-a", "md-b", "md-c", "oms-primary", "oms-dr", "worker", "alerts",
         "proxy-dr", "proxy-obs-a", "proxy-obs-b", "md-consumer", "control",
+        "postgres-primary", "postgres-dr",
     }  # fmt: skip
     assert status["replication"]["in_sync_within_1s"] is True
     assert status["temporal_ui"].startswith("http://127.0.0.1:")

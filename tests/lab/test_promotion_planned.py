@@ -89,4 +89,7 @@ def test_approval_by_another_operator_proceeds_to_a_graceful_switchover(planned:
 def test_the_planned_history_replays_deterministically(planned: LabRun) -> None:
     assert wait_until(lambda: _status(planned)["state"] == "completed", 90, poll_s=0.5)
     ids = [WORKFLOW_ID, "dr-promotion/lab/venue/alpha/epoch-2/try-1"]
-    assert asyncio.run(replay_and_record(planned.root / "topology.toml", ids, "planned")) == 2
+    assert (
+        asyncio.run(replay_and_record(planned.root / "topology.toml", ids, "per-venue-planned"))
+        == 2
+    )

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pytest
+from pydantic import TypeAdapter
+from pydantic.fields import FieldInfo
 
 from domain.book import Fill, Order, Side
 from domain.reconciliation import (
@@ -19,11 +21,13 @@ from domain.reconciliation import (
     check_fills,
     classify_orders,
     compare_positions,
+    fills_from_reports,
     last_prices,
-    parse_venue_fills,
-    parse_venue_orders,
+    orders_to_cancel,
+    positions_before,
     recompute_positions,
 )
+from domain.venues import FillReport, FillReports, MalformedReport, OrderReport, OrderReports
 
 NEW_EPOCH = 3
 TAKEOVER = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -62,12 +66,28 @@ def fill(trade_id: str = "T1", **changes: Any) -> Fill:
     return Fill(**(fields | changes))
 
 
-def raw_fill(**changes: Any) -> dict[str, Any]:
-    return fill().model_dump(mode="json") | changes
+def report(order: Order, **changes: Any) -> OrderReport:
+    """What a venue reports for ``order``; ``epoch=None`` for a venue without an epoch field."""
+    return OrderReport.model_validate(order.model_dump() | changes)
 
 
-def classify(venue_open: list[Order], dr_open: list[Order]) -> list[OrderFinding]:
-    return classify_orders("alpha", venue_open, dr_open, NEW_EPOCH, TAKEOVER)
+def fill_report(fill: Fill, **changes: Any) -> FillReport:
+    return FillReport.model_validate(fill.model_dump() | changes)
+
+
+def classify(
+    venue_open: list[Order | OrderReport],
+    dr_open: list[Order],
+    malformed: list[MalformedReport] | None = None,
+) -> list[OrderFinding]:
+    reports = [o if isinstance(o, OrderReport) else report(o) for o in venue_open]
+    return classify_orders(
+        "alpha",
+        OrderReports(orders=reports, malformed=malformed or []),
+        dr_open,
+        NEW_EPOCH,
+        TAKEOVER,
+    )
 
 
 T = TypeVar("T")
@@ -226,29 +246,71 @@ def test_the_venue_summary_counts_every_kind_and_sums_only_discrepancies() -> No
         "missing_at_venue": 1,
         "ghost": 1,
         "old_epoch": 1,
+        "unknown_origin": 0,
     }
     assert report.to_cancel == ["E1-old", "E2-ghost"]
     assert report.discrepancy_notional == Decimal("2100")
 
 
-def test_findings_merged_from_parsing_and_classifying_read_in_id_order() -> None:
-    orders, malformed = parse_venue_orders("alpha", [{"client_order_id": "E2-0", "qty": 1}])
-    findings = classify([*orders, order("E2-1")], []) + malformed
-    report = VenueReconciliation(
+def test_findings_from_malformed_reports_and_classification_read_in_id_order() -> None:
+    bad = MalformedReport(venue="alpha", kind="order", reference="E2-0", detail="qty: bad")
+    findings = classify([order("E2-1")], [], malformed=[bad])
+    report_ = VenueReconciliation(
         venue="alpha", new_epoch=NEW_EPOCH, findings=findings, fill_findings=[]
     )
-    assert [f.client_order_id for f in report.findings] == ["E2-0", "E2-1"]
+    assert [f.client_order_id for f in report_.findings] == ["E2-0", "E2-1"]
+
+
+# --- where a venue order's epoch comes from -------------------------------------------------
+
+
+def test_a_venue_without_an_epoch_field_is_judged_by_the_prefix_and_flagged_inferred() -> None:
+    finding = only(classify([report(order("E2-7"), epoch=None)], []))
+    assert finding.kind is DiscrepancyKind.GHOST
+    assert (finding.epoch, finding.inferred) == (2, True)
+    assert "epoch read from the client_order_id prefix" in finding.detail
+
+
+def test_an_old_prefix_without_an_epoch_field_is_old_epoch_to_cancel() -> None:
+    finding = only(classify([report(order("E1-7"), epoch=None)], []))
+    assert finding.kind is DiscrepancyKind.OLD_EPOCH
+    assert orders_to_cancel([finding]) == ["E1-7"]
+
+
+def test_an_order_with_neither_epoch_nor_prefix_is_of_unknown_origin_and_never_cancelled() -> None:
+    foreign = report(order("manual-42", qty=4), epoch=None, venue_order_id="V9")
+    finding = only(classify([foreign], []))
+    assert finding.kind is DiscrepancyKind.UNKNOWN_ORIGIN
+    assert (finding.epoch, finding.inferred) == (None, True)
+    assert finding.notional == Decimal("400")
+    assert "placed by someone else on the account" in finding.detail
+    assert "venue order V9" in finding.detail
+    report_ = VenueReconciliation(
+        venue="alpha", new_epoch=NEW_EPOCH, findings=[finding], fill_findings=[]
+    )
+    assert report_.to_cancel == []
+    assert report_.discrepancy_notional == Decimal("400")
+
+
+def test_an_order_without_epoch_or_prefix_that_dr_knows_is_compared_not_foreign() -> None:
+    ours = order("manual-1")
+    finding = only(classify([report(ours, epoch=None)], [ours]))
+    assert finding.kind is DiscrepancyKind.MATCHED
+    assert finding.inferred and "epoch taken from the DR book" in finding.detail
 
 
 # --- malformed venue reports ----------------------------------------------------------------
 
 
 def test_a_malformed_order_report_becomes_a_drift_finding_naming_the_field() -> None:
-    good = order("E2-1").model_dump(mode="json")
-    bad = order("E2-2").model_dump(mode="json") | {"qty": -5}
-    orders, findings = parse_venue_orders("alpha", [good, bad])
-    assert [o.client_order_id for o in orders] == ["E2-1"]
-    finding = only(findings)
+    bad = MalformedReport(
+        venue="alpha",
+        kind="order",
+        reference="E2-2",
+        symbol="ESM5",
+        detail="qty: Input should be greater than 0",
+    )
+    finding = only(classify([], [], malformed=[bad]))
     assert finding.kind is DiscrepancyKind.DRIFT
     assert finding.client_order_id == "E2-2"
     assert finding.detail == "malformed order report: qty: Input should be greater than 0"
@@ -257,55 +319,83 @@ def test_a_malformed_order_report_becomes_a_drift_finding_naming_the_field() -> 
 
 
 def test_an_order_report_without_an_id_is_reported_as_unknown() -> None:
-    _, findings = parse_venue_orders("alpha", [{"symbol": "ESM5"}])
-    finding = only(findings)
+    bad = MalformedReport(venue="alpha", kind="order", detail="client_order_id: Field required")
+    finding = only(classify([], [], malformed=[bad]))
     assert finding.client_order_id == "<unknown>"
     assert finding.epoch is None and finding.inferred
-    assert "client_order_id: Field required" in finding.detail
-
-
-def test_an_order_report_that_is_not_an_object_is_a_finding_not_a_crash() -> None:
-    _, findings = parse_venue_orders("alpha", ["E2-1"])  # type: ignore[list-item]
-    assert only(findings).detail.startswith("malformed order report: report: ")
-
-
-def test_a_venue_that_does_not_name_itself_in_order_reports_is_the_reporting_venue() -> None:
-    raw = order().model_dump(mode="json")
-    del raw["venue"]
-    orders, _ = parse_venue_orders("alpha", [raw])
-    assert orders[0].venue == "alpha"
 
 
 # --- fills ----------------------------------------------------------------------------------
 
 
-def test_a_venue_seq_field_called_seq_is_accepted() -> None:
-    raw = raw_fill()
-    raw["seq"] = raw.pop("venue_seq")
-    fills, findings = parse_venue_fills("alpha", [raw | {"seq": 7}])
+def test_fill_reports_become_fills_with_the_epoch_from_the_field_or_the_prefix() -> None:
+    reports = FillReports(
+        fills=[fill_report(fill("T1")), fill_report(fill("T2", epoch=1), epoch=None)]
+    )
+    fills, findings = fills_from_reports("alpha", reports)
     assert findings == []
-    assert fills[0].venue_seq == 7
+    assert [(f.trade_id, f.epoch) for f in fills] == [("T1", 2), ("T2", 2)]
 
 
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"qty": -2}, "qty"),
-        ({"qty": 0}, "qty"),
-        ({"price": "a lot"}, "price"),
-        ({"symbol": None}, "symbol"),
-    ],
-    ids=["negative-qty", "zero-qty", "unparsable-price", "missing-symbol"],
-)
-def test_an_invalid_fill_report_becomes_a_finding_naming_the_field(
-    changes: dict[str, Any], field: str
+def test_a_fill_from_a_report_is_the_fill_a_full_validation_would_make() -> None:
+    # fills_from_reports builds Fills without validating twice; it must not show.
+    reported = fill_report(fill("T1", venue_order_id="V-1"), epoch=None)
+    (built,), _ = fills_from_reports("alpha", FillReports(fills=[reported]))
+    validated = Fill.model_validate(reported.model_dump() | {"epoch": 2})
+    assert built == validated
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.model_copy(update={"qty": 3}).qty == 3
+
+
+@pytest.mark.parametrize(("book_model", "report_model"), [(Order, OrderReport), (Fill, FillReport)])
+def test_a_book_model_has_the_fields_and_constraints_of_its_report(
+    book_model: type[Order | Fill], report_model: type[OrderReport | FillReport]
 ) -> None:
-    raw = {k: v for k, v in (raw_fill() | changes).items() if v is not None}
-    fills, findings = parse_venue_fills("alpha", [raw, raw_fill(trade_id="T2")])
+    # What lets reconciliation skip the second validation (_in_book_vocabulary): a field added
+    # or constrained on one side only must be added to both, or validated on the way.
+    book, reported = book_model.model_fields, report_model.model_fields
+    assert set(book) == set(reported)
+    for name in book.keys() - {"epoch"}:
+        assert _accepts(book[name]) == _accepts(reported[name]), name
+    # The epoch is the one value reconciliation supplies itself, always at least 1.
+    assert book["epoch"].annotation is int
+    assert [getattr(m, "ge", None) for m in book["epoch"].metadata] == [1]
+
+
+def _accepts(field: FieldInfo) -> dict[str, Any]:
+    """What a field accepts, as JSON schema (a NewType of str accepts what str does)."""
+    accepted: Any = (
+        Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    )
+    schema: dict[str, Any] = TypeAdapter(accepted).json_schema()
+    return schema
+
+
+def test_an_e0_prefix_names_no_epoch_so_its_fill_is_of_unknown_origin() -> None:
+    foreign = fill_report(fill("T9", client_order_id="E0-1"), epoch=None)
+    fills, findings = fills_from_reports("alpha", FillReports(fills=[foreign]))
+    assert fills == []
+    assert "unknown origin" in only(findings).detail
+
+
+def test_a_malformed_fill_report_is_an_invalid_finding_naming_the_field() -> None:
+    bad = MalformedReport(venue="alpha", kind="fill", reference="T1", detail="qty: bad")
+    fills, findings = fills_from_reports(
+        "alpha", FillReports(fills=[fill_report(fill("T2"))], malformed=[bad])
+    )
     assert [f.trade_id for f in fills] == ["T2"]
-    finding = findings[0]
+    finding = only(findings)
     assert (finding.kind, finding.trade_id, finding.fill) == ("invalid", "T1", None)
-    assert finding.detail.startswith(f"invalid fill report: {field}: ")
+    assert finding.detail == "invalid fill report: qty: bad"
+
+
+def test_a_fill_of_an_order_of_unknown_origin_is_invalid_not_booked() -> None:
+    foreign = fill_report(fill("T9", client_order_id="manual-1"), epoch=None)
+    fills, findings = fills_from_reports("alpha", FillReports(fills=[foreign]))
+    assert fills == []
+    finding = only(findings)
+    assert finding.kind == "invalid"
+    assert "unknown origin" in finding.detail
 
 
 def test_a_fill_the_venue_resends_unchanged_counts_once_and_is_listed_as_duplicate() -> None:
@@ -345,6 +435,12 @@ def test_positions_are_the_base_plus_signed_fills_with_flat_symbols_dropped() ->
         fill("T3", side=Side.SELL, qty=4, symbol="CLN5"),
     ]
     assert recompute_positions({"ESM5": 2, "CLN5": 4}, fills) == {"ESM5": 5, "NQM5": -5}
+
+
+def test_positions_before_booked_fills_take_each_signed_quantity_back() -> None:
+    booked = [fill("T1", qty=3), fill("T2", side=Side.SELL, qty=5, symbol="NQM5")]
+    assert positions_before({"ESM5": 3, "NQM5": -5, "CLN5": 1}, booked) == {"CLN5": 1}
+    assert positions_before({"ESM5": 1}, booked) == {"ESM5": -2, "NQM5": 5}
 
 
 def test_a_position_the_fills_disagree_with_is_a_discrepancy_priced_at_the_last_trade() -> None:

@@ -21,6 +21,7 @@ from domain.reconciliation import (
     classify_orders,
     recompute_positions,
 )
+from domain.venues import OrderReport, OrderReports
 
 TAKEOVER = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TIMES = [TAKEOVER + timedelta(seconds=s) for s in (-60, -1, 0, 1, 60)]
@@ -66,7 +67,8 @@ positions = st.dictionaries(st.sampled_from(SYMBOLS), st.integers(min_value=-5, 
 
 
 def reconcile(venue_open: list[Order], dr_open: list[Order], new_epoch: int) -> VenueReconciliation:
-    findings = classify_orders("alpha", venue_open, dr_open, new_epoch, TAKEOVER)
+    reported = OrderReports(orders=[OrderReport.model_validate(o.model_dump()) for o in venue_open])
+    findings = classify_orders("alpha", reported, dr_open, new_epoch, TAKEOVER)
     return VenueReconciliation(
         venue="alpha", new_epoch=new_epoch, findings=findings, fill_findings=[]
     )
@@ -125,7 +127,8 @@ def test_nothing_dr_knows_is_ever_cancelled(
 def test_every_reported_order_appears_in_exactly_one_finding(
     venue_open: list[Order], dr_open: list[Order], new_epoch: int
 ) -> None:
-    findings = classify_orders("alpha", venue_open, dr_open, new_epoch, TAKEOVER)
+    reported = OrderReports(orders=[OrderReport.model_validate(o.model_dump()) for o in venue_open])
+    findings = classify_orders("alpha", reported, dr_open, new_epoch, TAKEOVER)
     # As multisets: a report repeated twice must be accounted for twice.
     assert Counter(f.venue_order for f in findings if f.venue_order is not None) == Counter(
         venue_open

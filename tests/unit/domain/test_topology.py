@@ -87,5 +87,10 @@ def test_a_latency_threshold_longer_than_the_interval_is_refused() -> None:
 
 def test_no_secret_values_in_the_lab_topology() -> None:
     topology = parse_topology(GOOD)
-    names = [v.api_key_env for v in topology.venues] + [a.url_env for a in topology.alerts]
+    names = [
+        getattr(v, field)
+        for v in topology.venues
+        for field in type(v).model_fields
+        if field.endswith("_env") and getattr(v, field)
+    ] + [a.url_env for a in topology.alerts]
     assert all(name.isupper() for name in names)

@@ -37,8 +37,11 @@ def test_every_env_field_of_the_topology_names_a_secret(topology: Topology) -> N
         "LAB_AWS_ACCESS_KEY_ID",
         "LAB_AWS_SECRET_ACCESS_KEY",
         "LAB_CONTROL_API_KEY",
+        "LAB_DB_PRIMARY_DSN",
+        "LAB_DB_REPLICA_DSN",
         "LAB_VENUE_ALPHA_API_KEY",
         "LAB_VENUE_BETA_API_KEY",
+        "LAB_VENUE_BETA_API_SECRET",
         "LAB_VENUE_GAMMA_API_KEY",
     ]
 

@@ -10,6 +10,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from domain.promotion import DR_SEARCH_ATTRIBUTES
 from lab.processes import find_binary
 
 
@@ -24,8 +25,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         AddSearchAttributesRequest(
             namespace=environment.client.namespace,
             search_attributes={
-                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for name in ("DrSystem", "DrKind", "DrOutcome")
+                name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in DR_SEARCH_ATTRIBUTES
             },
         )
     )

@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.alerts import Alert, NotifyResult
+from activities.database import DbEpochRequest, DbReplicaCheck, DbStepRequest
 from activities.dns import DnsChangeResult, DnsUpdateRequest
 from activities.lease_activities import AcquireLeaseRequest
 from activities.oms import (
@@ -28,6 +29,7 @@ from activities.plan import PlanRequest, PositionsRequest
 from activities.reconcile import ReconcileRequest, StillOpen, StillOpenRequest, VenueDiff
 from activities.venues import CancelRequest, LogoutRequest, SessionRequest
 from domain.book import BookSnapshot, Order, Side, Watermark
+from domain.database import DbFence, DbPromotion, ReplicaLag
 from domain.lease import LeaseRecord
 from domain.promotion import (
     CancelOutcome,
@@ -42,6 +44,7 @@ from domain.promotion import (
     VenueSessionGrant,
 )
 from domain.reconciliation import DiscrepancyKind, classify_orders
+from domain.venues import OrderReport, OrderReports
 
 T0 = datetime(2026, 11, 2, 10, 2, tzinfo=UTC)
 
@@ -67,6 +70,13 @@ class FakeLab:
         self.venue_orders: list[Order] = [order("E1-a")]
         self.fail_release_times = 0
         self.venues = ["alpha"]
+        # The venues of each release call, in order (None: every venue, the old protocol).
+        self.releases: list[list[str] | None] = []
+        # Venue -> seconds its first logon is refused for (a Retry-After / reconnect cooldown).
+        self.cooldowns: dict[str, float] = {}
+        self.has_database = False
+        self.db_lag_bytes = 0
+        self.db_unreachable = False
 
     def activities(self) -> list[Any]:
         lab = self
@@ -79,11 +89,13 @@ class FakeLab:
             return PromotionPlan(
                 system="lab", production=False, from_region="primary", to_region="dr",
                 from_oms_url="http://primary", to_oms_url="http://dr", venues=lab.venues,
-                member="lab", discrepancy_tolerance_notional=lab.tolerance,
+                accounts={v: "lab" for v in lab.venues},
+                discrepancy_tolerance_notional=lab.tolerance,
                 fill_lookback_margin_s=5, approval_timeout_s=600,
                 decision_timeout_s=lab.decision_timeout_s, sync_timeout_s=10,
                 confirmation_count=3, probe_interval_s=1, lease_ttl_s=3,
-                ui_url="http://ui", dns_active="dr",
+                ui_url="http://ui", dns_active="dr", has_database=lab.has_database,
+                loaded_on=activity.info().task_queue,
             )  # fmt: skip
 
         @activity.defn(name="confirm_primary_down")
@@ -135,6 +147,7 @@ class FakeLab:
         @activity.defn(name="release_trading")
         async def release_trading(request: ReleaseRequest) -> ControlOutcome:
             lab.calls.append("release_trading")
+            lab.releases.append(request.venues)
             if lab.fail_release_times > 0:
                 lab.fail_release_times -= 1
                 raise ApplicationError("OMS refused /control/release", non_retryable=True)
@@ -161,6 +174,12 @@ class FakeLab:
         @activity.defn(name="connect_session")
         async def connect_session(request: SessionRequest) -> VenueSessionGrant:
             lab.calls.append("connect_session")
+            cooldown = lab.cooldowns.pop(request.venue, None)
+            if cooldown is not None:
+                raise ApplicationError(
+                    "reconnect cooldown", type="ReconnectCooldown",
+                    next_retry_delay=timedelta(seconds=cooldown),
+                )  # fmt: skip
             return VenueSessionGrant(
                 venue=request.venue, session_id="s1", waited_for_cooldown=False
             )
@@ -172,9 +191,13 @@ class FakeLab:
         @activity.defn(name="reconcile_venue")
         async def reconcile_venue(request: ReconcileRequest) -> VenueDiff:
             lab.calls.append("reconcile_venue")
+            at_venue = [o for o in lab.venue_orders if o.venue == request.venue]
+            reports = OrderReports(
+                orders=[OrderReport.model_validate(o.model_dump()) for o in at_venue]
+            )
+            in_book = [o for o in lab.dr_orders if o.venue == request.venue]
             findings = classify_orders(
-                request.venue, lab.venue_orders, lab.dr_orders, request.new_epoch,
-                request.takeover_at,
+                request.venue, reports, in_book, request.new_epoch, request.takeover_at,
             )  # fmt: skip
             matched = [f for f in findings if f.kind is DiscrepancyKind.MATCHED]
             return VenueDiff(
@@ -201,7 +224,34 @@ class FakeLab:
                 venue=request.venue, outcomes={c: "cancelled" for c in request.client_order_ids}
             )
 
+        @activity.defn(name="check_db_replica")
+        async def check_db_replica(request: DbStepRequest) -> DbReplicaCheck:
+            lab.calls.append("check_db_replica")
+            if lab.db_unreachable:
+                raise ApplicationError("replica at DR_DB_DSN refused the connection")
+            lag = ReplicaLag(
+                bytes=lab.db_lag_bytes, seconds=0.0, replica_in_recovery=True,
+                primary_reachable=False,
+            )  # fmt: skip
+            beyond = (
+                f"{lab.db_lag_bytes} bytes not yet replayed" if lab.db_lag_bytes > 100 else None
+            )
+            return DbReplicaCheck(lag=lag, max_lag_bytes=100, max_lag_s=5, beyond_maximum=beyond)
+
+        @activity.defn(name="fence_db_primary")
+        async def fence_db_primary(request: DbEpochRequest) -> DbFence:
+            lab.calls.append("fence_db_primary")
+            return DbFence(epoch=request.epoch, fenced_at_primary=False, detail="primary down")
+
+        @activity.defn(name="promote_db_replica")
+        async def promote_db_replica(request: DbEpochRequest) -> DbPromotion:
+            lab.calls.append("promote_db_replica")
+            return DbPromotion(
+                promoted=True, already_primary=False, timeline=2, epoch=request.epoch
+            )
+
         return [
+            check_db_replica, fence_db_primary, promote_db_replica,
             load_promotion_plan, confirm_primary_down, read_lease, acquire_lease, fence_primary,
             sync_dr_state, fetch_dr_book, activate_dr, release_trading, verify_positions,
             update_dns, notify, connect_session, logout_session, reconcile_venue, still_open,

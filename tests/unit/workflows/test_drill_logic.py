@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.drill import DrillPlanRequest, LabFaultRequest
+from activities.drill import DrillPlanRequest, LabFaultRequest, VenuesCheckRequest
 from activities.runbook_control import (
     ApprovePromotionRequest,
     AwaitPromotionRequest,
@@ -40,6 +40,7 @@ from domain.promotion import (
     DrOutcome,
     PromotionReport,
 )
+from domain.venue_check import VenueCheck, VenuesCheck
 from tests.unit.workflows.scripted_runbooks import (
     T0,
     ScriptedFailback,
@@ -61,8 +62,10 @@ class ScriptedWorld:
         lease_region: str = "primary",
         monitor: MonitorStatus | None = None,
         promotion_appears: bool = True,
+        failing_venue: str | None = None,
     ) -> None:
         self.production = production
+        self.failing_venue = failing_venue
         self.blackout = blackout
         self.lease_region = lease_region
         self.monitor = monitor
@@ -103,6 +106,24 @@ class ScriptedWorld:
                 status=world.monitor,
             )
 
+        @activity.defn(name="check_venues")
+        async def check_venues(request: VenuesCheckRequest) -> VenuesCheck:
+            world.calls.append("check_venues")
+            adapters = {"alpha": "lab", "beta": "ccxt", "gamma": "fix44"}
+            return VenuesCheck(
+                system=request.system,
+                checked_at=T0,
+                fills_minutes=request.fills_minutes,
+                venues=[
+                    VenueCheck(venue=venue, adapter=adapter, ok=True, session_s=0.01,
+                               open_orders=3, fills=7)
+                    if venue != world.failing_venue
+                    else VenueCheck(venue=venue, adapter=adapter, ok=False,
+                                    error="unavailable: connection refused")
+                    for venue, adapter in adapters.items()
+                ],
+            )  # fmt: skip
+
         @activity.defn(name="lab_fault")
         async def lab_fault(request: LabFaultRequest) -> FaultRecord:
             world.calls.append(f"lab_fault:{request.action}")
@@ -121,8 +142,8 @@ class ScriptedWorld:
             return "approved"
 
         return [
-            load_drill_plan, read_lease, monitor_control, lab_fault, await_promotion,
-            approve_promotion,
+            load_drill_plan, read_lease, monitor_control, check_venues, lab_fault,
+            await_promotion, approve_promotion,
         ]  # fmt: skip
 
 
@@ -192,6 +213,35 @@ async def test_the_ui_input_runs_a_kill_primary_drill_that_passes(env: WorkflowE
     assert world.calls.index("await_promotion") < world.calls.index("lab_fault:heal")
     assert report.failback is not None and report.failback.monitor_following == "primary"
     assert report.measured.rto_s == 4.0
+
+
+async def test_a_venue_failing_the_pre_flight_fails_the_drill_before_any_fault(
+    env: WorkflowEnvironment,
+) -> None:
+    world = ScriptedWorld(monitor=nominal_monitor(), failing_venue="gamma")
+    report = await run_drill(env, world, {"system": "lab"})
+    assert report.outcome is DrOutcome.FAILED and not report.passed
+    assert report.reasons == [
+        "pre-flight venues check failed, so no fault was injected: "
+        "gamma: unavailable: connection refused"
+    ]
+    # Nothing was broken on purpose, and no promotion was waited for.
+    assert world.calls == ["load_drill_plan", "read_lease", "check_venues"]
+    step = next(s for s in report.steps if s.name == "venues_check")
+    assert step.status == "failed" and step.detail == "gamma: unavailable: connection refused"
+    assert report.venues_check is not None
+    assert [v.venue for v in report.venues_check.failed] == ["gamma"]
+    assert "  pre-flight: 1 of 3 venues failed" in report.summary_lines()
+
+
+async def test_a_passing_pre_flight_is_on_the_drills_record(env: WorkflowEnvironment) -> None:
+    world = ScriptedWorld(monitor=nominal_monitor())
+    report = await run_drill(env, world, {"system": "lab", "failback": False})
+    assert report.passed, report.reasons
+    assert world.calls.index("check_venues") < world.calls.index("lab_fault:kill")
+    assert report.venues_check is not None and report.venues_check.ok
+    step = next(s for s in report.steps if s.name == "venues_check")
+    assert step.status == "completed"
 
 
 async def test_an_impossible_rto_objective_fails_with_the_reason(env: WorkflowEnvironment) -> None:

@@ -24,11 +24,20 @@ def test_histories_of_every_workflow_are_recorded() -> None:
     names = [p.name for p in HISTORIES]
     assert "unplanned--dr-promotion%2Flab.json" in names
     assert "planned--dr-promotion%2Flab.json" in names
+    # Per-venue release (patch promotion-per-venue-release-local-steps-database); the two
+    # above are from before it and replay on the path they were recorded on.
+    assert "per-venue-release--dr-promotion%2Flab.json" in names
+    assert "per-venue-unplanned--dr-promotion%2Flab.json" in names
+    assert "per-venue-planned--dr-promotion%2Flab.json" in names
     assert sum("%2Fvenue%2F" in n for n in names) >= 4
-    assert "monitor--dr-monitor%2Flab.json" in names
+    assert "monitor--dr-monitor%2Flab.json" in names  # the HealthMonitor, before the split
+    assert "system-monitor--dr-monitor%2Flab.json" in names
+    assert "feed-monitor--md-monitor%2Flab-md.json" in names
     for scenario in ("drill-kill", "drill-planned"):
         assert f"{scenario}--dr-drill%2Flab.json" in names
         assert f"{scenario}--dr-failback%2Flab.json" in names
+        # The failback since it re-seeds the old primary's database (workflows/failback.py).
+        assert f"failback-reseed-{scenario.removeprefix('drill-')}--dr-failback%2Flab.json" in names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -1,7 +1,7 @@
 """The lease store contract, run against every backend that can run here.
 
-Each backend must honour the same guarantees (see activities/lease.py); these scenarios are the
-definition of those guarantees.
+Each backend must honour the same guarantees (see ``LeaseStore`` in domain/stores.py); these
+scenarios are the definition of those guarantees. Adding a backend = one parameter below.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from activities.lease import LeaseConflict, LeaseLost, LeaseStore, open_lease_store
-from domain.topology import LeaseConfig
+from adapters.stores import open_lease_store
+from domain.stores import LeaseConflict, LeaseLost, LeaseStore
+from domain.topology import ConsulLeaseConfig, NatsLeaseConfig
 from tests.conftest import NatsServer
 
 # One line, so the reason reads the same in the source as in pytest's skip summary.
@@ -23,10 +24,13 @@ NO_CONSUL = "no Consul server: set CONSUL_HTTP_ADDR to run the lease contract ag
 
 @pytest.fixture(params=["nats", "consul"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
+    config: NatsLeaseConfig | ConsulLeaseConfig
     if request.param == "nats":
         # Looked up here, not declared, so the Consul cases do not need a nats-server.
         nats_server: NatsServer = request.getfixturevalue("nats_server")
-        config = LeaseConfig(backend="nats", address=nats_server.url, ttl_s=3.0)
+        config: NatsLeaseConfig | ConsulLeaseConfig = NatsLeaseConfig(
+            url=nats_server.url, ttl_s=3.0
+        )
     else:
         config = _consul_config()
     opened = await open_lease_store(config)
@@ -34,16 +38,16 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
     await opened.close()
 
 
-def _consul_config() -> LeaseConfig:
+def _consul_config() -> ConsulLeaseConfig:
     address = os.environ.get("CONSUL_HTTP_ADDR")
     if not address:
         pytest.skip(NO_CONSUL)
-    return LeaseConfig(
+    return ConsulLeaseConfig(
         backend="consul",
         # Consul's own tools accept a bare host:port here.
         address=address if "://" in address else f"http://{address}",
         # Keys are never deleted: keep them out of the prefix a real deployment uses.
-        bucket="dr-leases-contract-test",
+        key_prefix="dr-leases-contract-test",
         ttl_s=3.0,
         token_env="CONSUL_HTTP_TOKEN" if os.environ.get("CONSUL_HTTP_TOKEN") else None,
     )
