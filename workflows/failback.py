@@ -15,7 +15,7 @@ unreachable, the lease elsewhere) leaves DR trading as it was.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         PromotionReport,
         PromotionRequest,
         ReplicationGap,
+        region_task_queue,
     )
     from workflows.runbook_control import lease_holder, monitor_action, planned_promotion
     from workflows.steps import (
@@ -54,6 +55,9 @@ CALL = timedelta(seconds=15)
 
 # Histories recorded before the failback re-seeded the database replay without those steps.
 RESEEDS_DATABASE = "failback-reseeds-the-database"
+# After the promotion back the DR site's database is a promoted primary nobody writes to: left
+# so, the next failover would find it "already primary" and hand DR a stale database.
+RESEEDS_DR_DATABASE = "failback-reseeds-the-dr-database"
 # A fresh pg_basebackup of a large database takes a while; the worker's heartbeat says it lives.
 RESEED_TIMEOUT = timedelta(minutes=30)
 # Retrying cannot fix a wrong configuration, or steps only a person can take.
@@ -166,6 +170,10 @@ class FailbackWorkflow:
         if self._promotion.outcome is not DrOutcome.PROMOTED:
             return
         await self._resync_standby(plan)
+        if workflow.patched(RESEEDS_DR_DATABASE):
+            await self._reseed_database(
+                plan, direction="failover", region=plan.from_region, name="dr_db"
+            )
         followed = await self._step(
             "retarget_monitor",
             lambda: monitor_action(
@@ -174,41 +182,54 @@ class FailbackWorkflow:
         )
         self._monitor_following = followed.status.active_region if followed.status else None
 
-    async def _reseed_database(self, plan: PromotionPlan) -> None:
-        """The old primary's database becomes a replica of the new primary and catches up, so
-        the planned promotion back promotes a database that has everything DR wrote. It runs
-        on the old primary's region: pg_rewind writes that server's data directory."""
-        request = DbReseedRequest(system=plan.system, direction="failback", region=plan.to_region)
-        self._db_reseed = reseed = await self._step(
-            "reseed_old_primary_db",
+    async def _reseed_database(
+        self,
+        plan: PromotionPlan,
+        direction: Literal["failover", "failback"] = "failback",
+        region: str | None = None,
+        name: str = "old_primary_db",
+    ) -> None:
+        """Before the promotion back: the old primary's database becomes a replica of the new
+        primary and catches up, so the promotion back promotes a database that has everything
+        DR wrote. After it (``direction="failover"``, the DR region): the DR site's database
+        becomes a replica again, ready for the next failover. Each runs on the region whose
+        server it re-seeds: pg_rewind writes that server's data directory."""
+        region = region or plan.to_region
+        queue = region_task_queue(region)
+        request = DbReseedRequest(system=plan.system, direction=direction, region=region)
+        reseed = await self._step(
+            f"reseed_{name}",
             lambda: workflow.execute_activity_method(
                 DatabaseActivities.reseed_old_primary,
                 request,
-                task_queue=plan.task_queue,
+                task_queue=queue,
                 start_to_close_timeout=RESEED_TIMEOUT,
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=DB_RETRY,
             ),
         )
+        if direction == "failback":
+            self._db_reseed = reseed
         if reseed.method == "no_database":
             self._steps.records[-1].status = "skipped"
             self._steps.records[-1].detail = reseed.detail
             return
         self._steps.records[-1].detail = reseed.detail
         check = await self._step(
-            "db_replica_caught_up",
+            "db_replica_caught_up" if direction == "failback" else f"{name}_caught_up",
             lambda: workflow.execute_activity_method(
                 DatabaseActivities.await_db_caught_up,
                 DbCatchUpRequest(
-                    system=plan.system, direction="failback", timeout_s=plan.sync_timeout_s
+                    system=plan.system, direction=direction, timeout_s=plan.sync_timeout_s
                 ),
-                task_queue=plan.task_queue,
+                task_queue=queue,
                 start_to_close_timeout=timedelta(seconds=plan.sync_timeout_s + 30),
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=DB_RETRY,
             ),
         )
-        self._db_lag = check.lag
+        if direction == "failback":
+            self._db_lag = check.lag
 
     async def _resync_standby(self, plan: PromotionPlan) -> None:
         """DR was deactivated by the promotion back: make it a mirroring standby again, or the

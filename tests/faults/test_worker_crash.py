@@ -55,6 +55,7 @@ BOUNDARIES: dict[str, Callable[[Sequence[HistoryEvent]], bool]] = {
     "after-notify_started": after_activity("notify"),
     "after-acquire_lease": after_activity("acquire_lease"),
     "after-fence_primary": after_activity("fence_primary"),
+    "after-promote_db_replica": after_activity("promote_db_replica"),
     "after-sync_dr_state": after_activity("sync_dr_state"),
     "after-snapshot_dr_book": after_activity("fetch_dr_book"),
     "after-activate_dr": after_activity("activate_dr"),
@@ -115,5 +116,15 @@ async def test_a_worker_killed_at_a_step_boundary_changes_nothing_twice(
 
     report = await promotion_result(client, 120)
     await assert_promoted_exactly_once(lab, client, report, epoch, ghosts, dns_before)
+    # The DR replica is primary at the new epoch (a retry of an attempt the kill interrupted
+    # finds it already primary and says so). A kill right after its promotion is in the history
+    # must not promote it again: the recorded attempt stands, and it did the promotion.
+    assert report.database is not None and report.database.promotion is not None
+    promotion = report.database.promotion
+    assert promotion.promoted and promotion.epoch == epoch + 1, promotion
+    if boundary == "after-promote_db_replica":
+        promote = next(s for s in report.steps if s.name == "promote_db_replica")
+        assert (promote.status, promote.attempts) == ("completed", 1), promote
+        assert not promotion.already_primary, promotion
 
     failback(lab)
