@@ -47,8 +47,10 @@ typecheck: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || ($(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium))
 
+# Two test processes at most (a 2-core box is the target), each running whole modules: a
+# module's lab stays with one process. One process where there is one core.
 test: $(STAMP) lint typecheck chromium
-	$(BIN)/pytest -q --durations=30
+	$(BIN)/pytest -q --numprocesses=auto --maxprocesses=2 --dist loadfile --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -180,11 +180,9 @@ def record_venue_wait(meter: MetricMeter, venue: str, kind: VenueWait, seconds: 
 
 
 def record_ghosts_cancelled(meter: MetricMeter, venue: str, n: int) -> None:
-    """Orders live at the venue that the book did not know, cancelled by a recovery."""
-    if n > 0:
-        meter.create_counter(GHOST_ORDERS_CANCELLED, "Ghost orders cancelled").add(
-            n, {"venue": venue}
-        )
+    """Orders live at the venue that the book did not know, cancelled by a recovery. Zero is
+    recorded too: a venue's series exists from its first recovery on."""
+    meter.create_counter(GHOST_ORDERS_CANCELLED, "Ghost orders cancelled").add(n, {"venue": venue})
 
 
 def set_lease_epoch(meter: MetricMeter, system: str, epoch: int) -> None:

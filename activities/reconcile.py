@@ -60,6 +60,11 @@ class VenueDiff(BaseModel):
     def to_cancel(self) -> list[str]:
         return orders_to_cancel(self.findings)
 
+    @property
+    def to_cancel_or_confirm_dead(self) -> list[str]:
+        """``to_cancel`` and the DR book's orders the venue does not list."""
+        return orders_to_cancel(self.findings, confirm_missing_at_venue=True)
+
 
 class StillOpenRequest(BaseModel):
     venue: str

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.metrics import VenueWait, record_venue_wait
 from adapters.venues import open_venue
 from adapters.venues.lab import LabVenueAdapter
 from domain.promotion import CancelOutcome, VenueSessionGrant
@@ -65,6 +66,11 @@ def venue_failure(exc: VenueError) -> ApplicationError:
     - anything else (unreachable, 5xx, a dropped connection): the step's retry policy backs off.
     """
     if isinstance(exc, RateLimited):
+        if activity.in_activity():
+            # The wait the venue imposes, as it is honoured: the retry waits exactly this.
+            cooldown = isinstance(exc, ReconnectCooldown)
+            kind = VenueWait.COOLDOWN if cooldown else VenueWait.RETRY_AFTER
+            record_venue_wait(activity.metric_meter(), exc.venue, kind, exc.retry_after_s)
         return ApplicationError(
             str(exc),
             type=COOLDOWN_ERROR if isinstance(exc, ReconnectCooldown) else RATE_LIMITED_ERROR,

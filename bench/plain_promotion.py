@@ -191,7 +191,7 @@ class PlainPromotion:
                 LogoutRequest(venue=venue, account=account, session_id=grant_.session_id)
             ),
         )
-        still_open = diff.to_cancel
+        still_open = diff.to_cancel_or_confirm_dead
         if not still_open:
             await logout
         else:

@@ -44,6 +44,13 @@ class DiscrepancyKind(StrEnum):
 # Only orders DR knows nothing about and that no current holder sent are cancelled without a
 # person: anything else could be a live order of ours.
 _CANCELLED_BY_RUNBOOK = frozenset({DiscrepancyKind.GHOST, DiscrepancyKind.OLD_EPOCH})
+# An order the DR book holds open that the venue, asked several times, does not list is not a
+# live order: it was cancelled or filled after the last event that reached DR (the old primary
+# died between the venue's answer and its publish), or it never arrived. Every order in the DR
+# book at a promotion is of an older epoch, so the old-epoch rule applies: a cancel (idempotent)
+# makes sure it is dead, and the venue's answer says which it was. Its fills, if any, are in the
+# position check. Nothing the venue lists as open and DR knows is ever cancelled.
+_CONFIRMED_DEAD_BY_RUNBOOK = _CANCELLED_BY_RUNBOOK | {DiscrepancyKind.MISSING_AT_VENUE}
 
 
 class OrderFinding(BaseModel):
@@ -142,10 +149,15 @@ class VenueReconciliation(BaseModel):
 # --- orders ---------------------------------------------------------------------------------
 
 
-def orders_to_cancel(findings: Iterable[OrderFinding]) -> list[str]:
-    """The runbook's one cancel rule: ghosts and old-epoch orders, each id once, in id order.
-    Every other finding (drift, unknown origin, ...) waits for a person."""
-    return sorted({f.client_order_id for f in findings if f.kind in _CANCELLED_BY_RUNBOOK})
+def orders_to_cancel(
+    findings: Iterable[OrderFinding], *, confirm_missing_at_venue: bool = False
+) -> list[str]:
+    """The runbook's one cancel rule: ghosts and old-epoch orders, each id once, in id order;
+    with ``confirm_missing_at_venue`` also the DR book's orders the venue does not list (a
+    cancel confirms they are dead). Every other finding (drift, unknown origin, ...) waits for
+    a person."""
+    kinds = _CONFIRMED_DEAD_BY_RUNBOOK if confirm_missing_at_venue else _CANCELLED_BY_RUNBOOK
+    return sorted({f.client_order_id for f in findings if f.kind in kinds})
 
 
 class _Seen(NamedTuple):

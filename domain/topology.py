@@ -427,6 +427,9 @@ class CcxtVenueConfig(_VenueBase):
     symbols: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1)
     # ccxt's own throttle; keep it on for real exchanges (their limits are per IP and per key).
     rate_limit: bool = True
+    # Trades and orders asked for per request: Binance's maximum is 1,000; some exchanges
+    # allow fewer, and a bigger page than the exchange allows is cut short or refused.
+    page_size: Annotated[int, Field(ge=1, le=5000)] = 1000
 
 
 class Fix44VenueConfig(_VenueBase):

@@ -11,6 +11,9 @@ from drctl import lab_alerts
 from lab import stack
 from lab.processes import LabError
 
+# `--ports auto`: how many sets of free ports to try when one is taken before the lab binds it.
+AUTO_PORT_ATTEMPTS = 3
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab = sub.add_parser("lab", help="the embedded lab: a simulated trading stack on loopback")
@@ -80,8 +83,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _up(args: argparse.Namespace) -> int:
-    ports = stack.choose_ports(args.ports == "auto", args.port)
-    state = stack.up(args.dir, ports, args.venue_cooldown_s, keep_state=args.keep_state)
+    auto = args.ports == "auto"
+    for attempt in range(1, AUTO_PORT_ATTEMPTS + 1):
+        ports = stack.choose_ports(auto, args.port)
+        try:
+            state = stack.up(args.dir, ports, args.venue_cooldown_s, keep_state=args.keep_state)
+            break
+        except stack.PortsBusy:
+            # Free ports taken since they were picked: pick again. Ports a user named stay as named.
+            if not auto or args.port or attempt == AUTO_PORT_ATTEMPTS:
+                raise
     if state.cleaned_up:
         print(
             f"stopped what a previous lab left running in {state.dir}: "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import getpass
 import json
 import os
@@ -21,6 +22,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -130,12 +132,27 @@ async def connect(topology: Topology) -> Client:
             namespace=topology.temporal.namespace,
             data_converter=DATA_CONVERTER,
             api_key=api_key,
+            # With OTEL_* set, a runbook started here is one trace rooted at its start.
+            interceptors=_tracing(),
         )
     except RuntimeError as exc:
         raise CommandError(
             f"cannot reach Temporal at {topology.temporal.address} ({exc}); is it running? "
             "(for the lab: drctl lab up)"
         ) from None
+
+
+def _tracing() -> list[ClientInterceptor]:
+    if not any(name.startswith("OTEL_") for name in os.environ):
+        return []  # off, without importing the OpenTelemetry SDK into every command
+    from workers.telemetry import tracer_provider_from_environment, tracing_interceptors
+
+    provider = tracer_provider_from_environment()
+    if provider is None:
+        return []
+    # A command is short-lived: its spans leave in the batch flushed on exit.
+    atexit.register(provider.shutdown)
+    return tracing_interceptors(provider)
 
 
 def operator_identity(args: argparse.Namespace) -> str:

@@ -42,20 +42,38 @@ class ProcessSpec(BaseModel):
 
 # Below the kernel's ephemeral range (32768+ on Linux): a port the kernel hands out to outgoing
 # connections could be taken by one between our pick and the service's bind.
-_PORT_RANGE = (20000, 32000)
+DEFAULT_PORT_RANGE = (20000, 32000)
+# Several labs started at once (test processes side by side) each pick ports at random; a port
+# two of them pick in the same second is taken by whichever binds first. Give each its own
+# slice: DRCTL_LAB_PORT_RANGE=FIRST-LAST (inclusive), within the range above.
+PORT_RANGE_ENV = "DRCTL_LAB_PORT_RANGE"
+
+
+def _port_range() -> tuple[int, int]:
+    """(first, last + 1) for ``--ports auto``, from PORT_RANGE_ENV if set."""
+    raw = os.environ.get(PORT_RANGE_ENV, "")
+    if not raw:
+        return DEFAULT_PORT_RANGE
+    first, sep, last = raw.partition("-")
+    if not (sep and first.isdigit() and last.isdigit() and 1024 <= int(first) < int(last) < 65536):
+        raise LabError(f"{PORT_RANGE_ENV}={raw!r}: expected FIRST-LAST, e.g. 20000-25999")
+    return int(first), int(last) + 1
+
+
 _handed_out: set[int] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free now, never handed out before by this process."""
     rng = random.Random()
+    low, high = _port_range()
     for _ in range(1000):
-        port = rng.randrange(*_PORT_RANGE)
+        port = rng.randrange(low, high)
         if port in _handed_out or port_in_use(port, host):
             continue
         _handed_out.add(port)
         return port
-    raise LabError(f"no free port found in {_PORT_RANGE[0]}-{_PORT_RANGE[1]} on {host}")
+    raise LabError(f"no free port found in {low}-{high - 1} on {host}")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -152,6 +170,21 @@ def stop(pid: int, grace_s: float = 5.0) -> None:
         return
     signal_group(pid, signal.SIGKILL)
     wait_until(lambda: not alive(pid), grace_s)
+
+
+def stop_all(pids: list[int], grace_s: float = 5.0) -> None:
+    """``stop`` for several process groups at once: each gets its SIGTERM now and the whole
+    set the same grace, so stopping twenty takes as long as the slowest, not their sum."""
+    running = [pid for pid in pids if alive(pid)]
+    for pid in running:
+        signal_group(pid, signal.SIGCONT)
+        signal_group(pid, signal.SIGTERM)
+    if wait_until(lambda: not any(alive(pid) for pid in running), grace_s):
+        return
+    for pid in running:
+        if alive(pid):
+            signal_group(pid, signal.SIGKILL)
+    wait_until(lambda: not any(alive(pid) for pid in running), grace_s)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:

@@ -387,6 +387,11 @@ def write_state(paths: LabPaths, state: LabState) -> None:
     tmp.replace(paths.state)
 
 
+class PortsBusy(LabError):
+    """A port the lab was given is taken: by another program, or by a lab starting beside it
+    that picked the same free port a moment before."""
+
+
 def up(
     root: Path, ports: LabPorts, venue_cooldown_s: float = 3.0, keep_state: bool = False
 ) -> LabState:
@@ -406,7 +411,7 @@ def up(
     cleaned = down(root)
     busy = [f"{name} ({port})" for name, port in ports.all().items() if processes.port_in_use(port)]
     if busy:
-        raise LabError(
+        raise PortsBusy(
             f"port(s) already in use: {', '.join(busy)}; stop what holds them, or run "
             "`drctl lab up --ports auto`"
         )
@@ -532,10 +537,12 @@ def down(root: Path) -> list[str]:
     paths = LabPaths(root)
     state = read_state(paths)
     stopped = []
-    for name, component in reversed(list((state.components if state else {}).items())):
-        if _owned(component):
-            processes.stop(component.pid)
-            stopped.append(name)
+    owned = {n: c for n, c in (state.components if state else {}).items() if _owned(c)}
+    # Stage by stage, the last started first (the OMS nodes before the NATS they flush to),
+    # each stage's processes together.
+    for stage in reversed(_stages_of(list(owned))):
+        processes.stop_all([owned[name].pid for name in stage])
+        stopped += stage
     leftovers = _processes_logging_to(paths.logs)
     for pid in leftovers:
         _stop_one(pid)
@@ -549,6 +556,13 @@ def down(root: Path) -> list[str]:
         stopped += running
     paths.state.unlink(missing_ok=True)
     return stopped
+
+
+def _stages_of(names: list[str]) -> list[list[str]]:
+    """``names`` in their start-up stages (anything else, e.g. a restarted helper, last)."""
+    staged = [[n for n in stage if n in names] for stage in STAGES]
+    known = {n for stage in STAGES for n in stage}
+    return [*staged, [n for n in names if n not in known]]
 
 
 def _stop_one(pid: int, grace_s: float = 5.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +16,26 @@ from lab.stack import SEARCH_ATTRIBUTES
 from workflows.data_converter import DATA_CONVERTER
 
 TEMPORAL_START_TIMEOUT_S = 60.0
+
+
+def _own_port_slice() -> None:
+    """Under pytest-xdist, this test process and every lab it starts (they inherit the
+    variable) pick free ports from a slice of their own: two labs starting at once in two
+    processes never pick the same port."""
+    worker, count = (
+        os.environ.get("PYTEST_XDIST_WORKER"),
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT"),
+    )
+    if not worker or not count or processes.PORT_RANGE_ENV in os.environ:
+        return
+    index, total = int(worker.removeprefix("gw")), int(count)
+    low, high = processes.DEFAULT_PORT_RANGE
+    size = (high - low) // total
+    first = low + index * size
+    os.environ[processes.PORT_RANGE_ENV] = f"{first}-{first + size - 1}"
+
+
+_own_port_slice()
 
 
 @pytest.hookimpl(trylast=True)

@@ -210,6 +210,11 @@ class PromotionWorkflow:
             ),
         )
         self._plan = plan
+        # Both gates at 0 from the start: "nobody is waiting" is a value a dashboard can show
+        # and an alert can rely on, not a missing series. (Metrics are not history.)
+        meter = workflow.metric_meter()
+        for gate in OperatorGate:
+            set_promotion_waiting_operator(meter, plan.system, gate, False)
         if request.planned:
             await self._await_approval(plan)
             await self._deactivate_primary(plan)

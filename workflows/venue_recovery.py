@@ -2,7 +2,8 @@
 
 Runs as a child of Promotion, one per venue, in parallel. Steps: a fresh session (waiting out the
 venue's reconnect cooldown), reconciliation of every open order and of the fills since the
-replication watermark minus a margin, cancels of ghosts and old-epoch orders, re-queries until
+replication watermark minus a margin, cancels of ghosts and old-epoch orders (and of orders the
+DR book holds open that the venue does not list: the cancel confirms them dead), re-queries until
 they are gone, and a clean logout so the DR OMS logs on without a cooldown.
 """
 
@@ -17,6 +18,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.metrics import record_ghosts_cancelled
     from activities.reconcile import (
         ReconcileActivities,
         ReconcileRequest,
@@ -34,6 +36,9 @@ with workflow.unsafe.imports_passed_through():
 A = TypeVar("A")
 R = TypeVar("R")
 
+# Runs recorded before it cancelled (to confirm dead) the DR book's orders the venue does not
+# list keep replaying: those orders waited for a person.
+CONFIRMS_MISSING_AT_VENUE = "venue-recovery-confirms-missing-at-venue-dead"
 CONFIRM_ROUNDS = 3
 VENUE_CALL = timedelta(seconds=15)
 RECONCILE_CALL = timedelta(seconds=60)
@@ -80,7 +85,14 @@ class VenueRecoveryWorkflow:
         )
         grant = await session
         to_cancel = diff.to_cancel
+        if workflow.patched(CONFIRMS_MISSING_AT_VENUE):
+            to_cancel = diff.to_cancel_or_confirm_dead
         still_open = await self._cancel_and_confirm(request, to_cancel, grant)
+        unknown_to_dr = {
+            f.client_order_id for f in diff.findings if f.kind.value in ("ghost", "old_epoch")
+        }
+        gone = unknown_to_dr & (set(to_cancel) - set(still_open))
+        record_ghosts_cancelled(workflow.metric_meter(), request.venue, len(gone))
         return VenueRecoveryReport(
             venue=request.venue,
             new_epoch=request.new_epoch,

@@ -44,6 +44,7 @@ import ccxt.async_support as ccxt_async  # type: ignore[import-untyped]
 from ccxt.base import errors as ccxt_errors  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
+from adapters.venues import pacing
 from domain.book import OrderStatus, Side
 from domain.topology import CcxtVenueConfig
 from domain.venues import (
@@ -64,8 +65,6 @@ from domain.venues import (
 )
 
 USER_AGENT = "failover-runbooks"
-# myTrades / allOrders take up to 1,000 per page on Binance.
-PAGE_SIZE = 1000
 # Cancels run concurrently, this many at a time: fast, without tripping the venue's limits.
 CANCEL_CONCURRENCY = 8
 # How far before the earliest trade to look for the orders it filled in one bulk read; an
@@ -378,12 +377,12 @@ class CcxtVenueAdapter:
             page = _as_list(
                 await self._call(
                     f"trades of {symbol}",
-                    self._exchange.fetch_my_trades(symbol, since, PAGE_SIZE, params),
+                    self._exchange.fetch_my_trades(symbol, since, self._config.page_size, params),
                 )
             )
             fresh = [t for t in page if str(_dict(t).get("id")) not in seen]
             trades.extend(fresh)
-            if len(page) < PAGE_SIZE or not fresh:
+            if len(page) < self._config.page_size or not fresh:
                 return trades
             seen.update(str(_dict(t).get("id")) for t in page)
             numeric = [int(i) for i in (str(_dict(t).get("id")) for t in page) if i.isdigit()]
@@ -410,7 +409,7 @@ class CcxtVenueAdapter:
                 page = _as_list(
                     await self._call(
                         f"orders of {symbol}",
-                        self._exchange.fetch_orders(symbol, page_since, PAGE_SIZE),
+                        self._exchange.fetch_orders(symbol, page_since, self._config.page_size),
                     )
                 )
                 fresh = 0
@@ -420,7 +419,7 @@ class CcxtVenueAdapter:
                         fresh += str(order["id"]) not in known
                         known[str(order["id"])] = str(order["clientOrderId"])
                 # By time, inclusive: the boundary's orders come again and are not fresh.
-                if len(page) < PAGE_SIZE or not fresh:
+                if len(page) < self._config.page_size or not fresh:
                     break
                 page_since = int(_dict(page[-1]).get("timestamp") or page_since)
         limit = asyncio.Semaphore(CANCEL_CONCURRENCY)
@@ -509,10 +508,14 @@ class CcxtVenueAdapter:
 
     async def _call(self, what: str, call: Awaitable[Any]) -> Any:
         """Await one ccxt call and turn its failure into the port's typed error."""
+        # Per request, not per port call: a call paging or looping over symbols must stop
+        # asking as soon as any other call here has been told to wait.
+        await pacing.wait_turn(self.venue)
         try:
             return await call
         except ccxt_errors.DDoSProtection as exc:
             delay = getattr(exc, "retry_after_s", None)
+            pacing.hold(self.venue, RETRY_AFTER_UNSTATED_S if delay is None else delay)
             status = getattr(exc, "http_status", None)
             refused = {418: "banned us (418)", 429: "rate-limited us (429)"}.get(
                 status or 0, "asked us to slow down"

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from adapters.venues import pacing
 from domain.book import Order, Side
 from domain.topology import LabVenueConfig
 from domain.venues import (
@@ -92,12 +93,18 @@ class _LabHttp:
         return self.config.name
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # Per request (pages, cancel batches): see adapters/venues/pacing.py.
+        await pacing.wait_turn(self.venue)
         try:
-            return await self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise VenueUnavailable(
                 self.venue, f"{method} {path} failed: {type(exc).__name__}"
             ) from None
+        if response.status_code == 429 and path != "/session/connect":
+            # A session cooldown is the account's, not the venue's rate: it paces nobody else.
+            pacing.hold(self.venue, _retry_after_s(response))
+        return response
 
     def _fail(self, response: httpx.Response, what: str) -> VenueError:
         """The typed error for a refused call."""

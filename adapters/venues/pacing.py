@@ -34,6 +34,22 @@ T = TypeVar("T")
 _not_before: dict[str, float] = {}
 
 
+async def wait_turn(venue: str) -> None:
+    """Before each request to ``venue``: wait out the last Retry-After anyone here was given.
+
+    Adapters whose one call is several requests (REST pages, one request per symbol) call this
+    per request, so a call already under way stops asking the moment another is refused."""
+    wait = _not_before.get(venue, 0.0) - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+
+def hold(venue: str, retry_after_s: float) -> None:
+    """``venue`` said to ask again after ``retry_after_s``: nobody here asks sooner."""
+    until = time.monotonic() + retry_after_s
+    _not_before[venue] = max(_not_before.get(venue, 0.0), until)
+
+
 class PacedVenue:
     """A ``VenueAdapter`` that waits out the venue's last Retry-After before each call and
     records every new one. A reconnect cooldown is about one account's sessions, not the
@@ -51,15 +67,12 @@ class PacedVenue:
         return self._inner.capabilities
 
     async def _paced(self, call: Callable[[], Awaitable[T]]) -> T:
-        wait = _not_before.get(self.venue, 0.0) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await wait_turn(self.venue)
         try:
             return await call()
         except RateLimited as limited:
             if not isinstance(limited, ReconnectCooldown):
-                until = time.monotonic() + limited.retry_after_s
-                _not_before[self.venue] = max(_not_before.get(self.venue, 0.0), until)
+                hold(self.venue, limited.retry_after_s)
             raise
 
     async def connect(self) -> SessionInfo:

@@ -45,6 +45,9 @@ from lab.oms_metrics import OmsLeaseMetrics, RenewalFailure
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# How long a fence waits for the venue call in flight (the lab clients time out sooner).
+IN_FLIGHT_GRACE_S = 3.0
+
 
 class TradingState(StrEnum):
     STANDBY = "standby"
@@ -98,6 +101,9 @@ class OmsNode:
         self.mirror: BookMirror | None = None
         self._role_lock = asyncio.Lock()
         self.trader_task: asyncio.Task[None] | None = None
+        # Held by the trader around one venue action and its recording: a fence lets the
+        # action in flight finish, so the venue never changes without the stream hearing of it.
+        self.venue_action = asyncio.Lock()
         # This region's database (raises DatabaseConfigError naming an unset variable).
         self.dsn = _database_dsn(system, region)
         self.risk_limits: dict[str, RiskParameter] = {}
@@ -205,9 +211,18 @@ class OmsNode:
         log.error("fenced: %s", reason)
         task, self.trader_task = self.trader_task, None
         if task is not None and task is not asyncio.current_task():
+            # A cancel the venue has done but the stream never heard of leaves DR holding an
+            # order nobody has: the action in flight (one venue call) finishes first.
+            held = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IN_FLIGHT_GRACE_S):
+                    await self.venue_action.acquire()
+                    held = True
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if held:
+                self.venue_action.release()
         if self._keeper is not None:
             await self._keeper.stop()
             self._keeper = None

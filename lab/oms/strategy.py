@@ -47,7 +47,8 @@ async def trade_forever(node: OmsNode, interval_s: float = 0.2) -> None:
             acted_at[client.venue] = time.monotonic()
             if time.monotonic() >= cooldown_until.get(client.venue, 0):
                 try:
-                    await _act(node, client)
+                    async with node.venue_action:
+                        await _act(node, client)
                 except ReconnectCooldown as cooldown:
                     cooldown_until[client.venue] = time.monotonic() + cooldown.retry_after_s
                 except StaleEpoch as stale:

@@ -33,6 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COOLDOWN_S = 1.0
 # Small pages, so a scenario crosses several with few orders.
 LAB_PAGE_SIZE = 25
+# A page of ccxt's, set in the venue's config (Binance allows up to 1,000): small, so the
+# paging case crosses pages without a thousand orders.
+CCXT_PAGE_SIZE = 40
 
 
 @dataclass
@@ -273,8 +276,6 @@ def fix44_face(log_dir: Path) -> Iterator[VenueFace]:
 def ccxt_face(log_dir: Path) -> Iterator[VenueFace]:
     """``adapter = "ccxt"``, ``exchange = "binance"``: the real ccxt library against the lab
     venue's Binance-compatible face (lab/venue/binance_face.py), its whole API URL replaced."""
-    from adapters.venues.ccxt import PAGE_SIZE
-
     secret_env, secret = "CONTRACT_VENUE_BETA_API_SECRET", secrets.token_hex(32)
     extra = ["--api-secret-env", secret_env, "--symbols", "ESZ5"]
     with lab_venue_process(log_dir, "beta", extra, {secret_env: secret}) as venue:
@@ -289,6 +290,7 @@ def ccxt_face(log_dir: Path) -> Iterator[VenueFace]:
                 secret_env=secret_env,
                 symbols=["ESZ5"],
                 rate_limit=False,
+                page_size=CCXT_PAGE_SIZE,
                 account=account,
                 reconnect_cooldown_s=COOLDOWN_S,
             )
@@ -326,7 +328,7 @@ def ccxt_face(log_dir: Path) -> Iterator[VenueFace]:
             venue=venue,
             env={venue.key_env: venue.api_key, secret_env: secret},
             config=config,
-            page_size=PAGE_SIZE,
+            page_size=CCXT_PAGE_SIZE,
             leave_session_open=leave_session_open,
             rate_limit_next_call=rate_limit_next_call,
             malformed_order=malformed_order,

@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 
-from domain.promotion import PromotionReport
+from domain.promotion import PromotionProgress, PromotionReport
 from domain.topology import load_topology
 from drctl.lab_alerts import fetch_alerts
 from lab import stack
@@ -103,7 +103,23 @@ async def where_it_stands(client: Client, workflow_id: str = PROMOTION_ID) -> st
     ]
     events = (await handle.fetch_history()).events
     tail = [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in events[-12:]]
-    return f"status {description.status}; pending activities {pending}; last events {tail}"
+    waiting = await waiting_for(handle)
+    return (
+        f"status {description.status}; waiting for {waiting}; pending activities {pending}; "
+        f"last events {tail}"
+    )
+
+
+async def waiting_for(handle: WorkflowHandle[Any, Any]) -> str:
+    """What a running promotion says it waits for (an operator's decision names its reason)."""
+    try:
+        progress = await asyncio.wait_for(
+            handle.query("progress", result_type=PromotionProgress), 10
+        )
+    except Exception as error:  # a query needs a worker; a stuck run may have none
+        return f"unknown (progress query failed: {error})"
+    steps = [f"{s.name}:{s.status}:{s.detail}" for s in progress.steps[-6:]]
+    return f"{progress.waiting_for!r} at {progress.current_step}; last steps {steps}"
 
 
 def after_activity(activity_type: str, nth: int = 1) -> Callable[[Sequence[HistoryEvent]], bool]:
@@ -179,16 +195,6 @@ async def event_types(client: Client, workflow_id: str = PROMOTION_ID) -> list[s
 
 def worker_log(lab: LabRun) -> str:
     return Path(lab.root / "logs" / "worker.log").read_text(errors="replace")
-
-
-def failback(lab: LabRun) -> None:
-    """Return the lab to its primary region for the next case."""
-    chaos(lab, "heal", "primary")
-    result = drctl_runbook(
-        lab, "failback", "--system", "lab", "--as", "alice", "--approver", "bob", "--wait",
-        timeout_s=240,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def dns_weights(lab: LabRun) -> dict[str, int]:

@@ -58,6 +58,10 @@ GAMMA_JUNK = {
     ],
 }  # fmt: skip
 
+# A request that reached the venue this soon after a refusal was sent before the refusal
+# arrived (localhost, even on a loaded 2-core box, answers well within it).
+IN_FLIGHT_S = 0.1
+
 FAULTS: dict[str, dict[str, Any]] = {
     "alpha": {
         "errors": 4,
@@ -153,20 +157,23 @@ async def test_venue_faults_are_retried_and_bad_reports_reach_the_report(lab: La
     }
     assert all(reconcile_attempts[v] > 1 for v in FAULTS), reconcile_attempts
 
-    # beta: after each 429 and the 418, the next request on that path came no sooner than
-    # Retry-After: one refused request per window, no storm.
+    # beta: after each 429 and the 418, nothing more on that path inside the window the venue
+    # asked for (one refused request per window, no storm), but for requests that were already
+    # on the wire when it answered: two runbook steps may read the venue at the same moment.
     requests = [r for r in logs["beta"]["requests"] if r["agent"].startswith(RUNBOOKS)]
     refused = [r for r in requests if r["answer"] in ("429", "418")]
     assert sorted(r["answer"] for r in refused) == ["418", "429", "429"], refused
     for refusal in refused:
         at = datetime.fromisoformat(refusal["at"])
         later = [
-            datetime.fromisoformat(r["at"])
+            (datetime.fromisoformat(r["at"]) - at).total_seconds()
             for r in requests
             if r["path"] == refusal["path"] and datetime.fromisoformat(r["at"]) > at
         ]
         assert later, f"{refusal['path']} was never asked again after its {refusal['answer']}"
-        assert (min(later) - at).total_seconds() >= RETRY_AFTER_S - 0.05, (refusal, min(later))
+        inside = [t for t in later if IN_FLIGHT_S < t < RETRY_AFTER_S - 0.05]
+        assert inside == [], (refusal, later)
+        assert max(later) >= RETRY_AFTER_S - 0.05, (refusal, later)  # and it was asked again
 
     # alpha: the malformed fills are findings that name what is wrong; duplicates are named too.
     fills = {(f.trade_id, f.kind): f.detail for f in recovery(report, "alpha").fill_findings}

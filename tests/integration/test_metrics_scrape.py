@@ -26,7 +26,11 @@ from lab.oms_metrics import OmsLeaseMetrics, RenewalFailure, add_metrics_route
 from tests.conftest import DevServer
 from tests.integration.telemetry_client import connect_when_ready
 from tests.integration.telemetry_workflows import RecordEveryMetric, record_venue_recovery_metrics
-from tests.unit.test_dashboard_metrics import alert_queries, dashboard_queries, metric_names_in
+from tests.unit.test_dashboard_metrics import (
+    alert_queries,
+    dashboard_queries,
+    queried_but_not_exported,
+)
 from workers.telemetry import metrics_runtime
 
 SCRAPE_TIMEOUT_S = 20.0
@@ -231,24 +235,12 @@ async def test_oms_lease_renewals_and_failures(oms_scrape: Scrape) -> None:
 async def test_every_metric_the_dashboard_queries_is_exported(
     worker_scrape: Scrape, oms_scrape: Scrape
 ) -> None:
-    exported = worker_scrape.names | oms_scrape.names
-    missing = {
-        f"{panel}: {name}"
-        for panel, expr in dashboard_queries().items()
-        for name in metric_names_in(expr)
-        if name not in exported
-    }
-    assert not missing, f"dashboard queries metrics no scrape contains: {sorted(missing)}"
+    missing = queried_but_not_exported(dashboard_queries(), worker_scrape.names | oms_scrape.names)
+    assert not missing, f"dashboard queries metrics no scrape contains: {missing}"
 
 
 async def test_every_metric_the_alert_rules_query_is_exported(
     worker_scrape: Scrape, oms_scrape: Scrape
 ) -> None:
-    exported = worker_scrape.names | oms_scrape.names
-    missing = {
-        f"{alert}: {name}"
-        for alert, expr in alert_queries().items()
-        for name in metric_names_in(expr)
-        if name not in exported
-    }
-    assert not missing, f"alert rules query metrics no scrape contains: {sorted(missing)}"
+    missing = queried_but_not_exported(alert_queries(), worker_scrape.names | oms_scrape.names)
+    assert not missing, f"alert rules query metrics no scrape contains: {missing}"

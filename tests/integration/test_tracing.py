@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.worker import Worker
 
-from lab import processes
 from tests.conftest import DevServer
 from tests.integration.telemetry_client import connect_when_ready
 from tests.integration.telemetry_workflows import (
@@ -27,6 +23,7 @@ from tests.integration.telemetry_workflows import (
     record_venue_recovery_metrics,
     sign_venue_request,
 )
+from tests.otlp_collector import OtlpCollector, otlp_collector
 from workers.telemetry import tracer_provider_from_environment, tracing_interceptors
 
 SECRET = f"venue-key-{uuid.uuid4().hex}"
@@ -131,51 +128,16 @@ def test_an_unavailable_exporter_is_refused_with_the_variable_to_fix(
         tracer_provider_from_environment()
 
 
-class _Collector(ThreadingHTTPServer):
-    """An OTLP/HTTP receiver: keeps the body of every POST to /v1/traces."""
-
-    def __init__(self) -> None:
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.received = threading.Event()
-        super().__init__(("127.0.0.1", processes.free_port()), _CollectorHandler)
-
-
-class _CollectorHandler(BaseHTTPRequestHandler):
-    server: _Collector
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.path == "/v1/traces":
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            self.server.requests.append(request)
-            self.server.received.set()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def collector() -> Iterator[_Collector]:
-    server = _Collector()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def collector() -> Iterator[OtlpCollector]:
+    with otlp_collector() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 async def test_otlp_endpoint_variable_exports_spans_there(
-    collector: _Collector, otel_env: pytest.MonkeyPatch
+    collector: OtlpCollector, otel_env: pytest.MonkeyPatch
 ) -> None:
-    host, port = collector.server_address[:2]
-    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host!s}:{port}")
+    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
     otel_env.setenv("OTEL_SERVICE_NAME", "dr-east")
     provider = tracer_provider_from_environment()
     assert provider is not None

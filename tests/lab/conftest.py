@@ -48,7 +48,9 @@ class LabRun:
         return dict(json.loads(result.stdout))
 
     def down(self) -> None:
-        """Keep every workflow history for the session's secrets scan, then stop the lab."""
+        """Keep every workflow history, stop the lab, then scan its histories and logs for any
+        of its credential values: every lab the suite starts is checked as it goes, whichever
+        test process ran it."""
         if self.stopped:
             return
         self.stopped = True
@@ -56,6 +58,8 @@ class LabRun:
             asyncio.run(archive_histories(self.root))
         finally:
             self.drctl("down")
+        _, found = secret_findings(self.root)
+        assert found == [], f"credential values where none may be: {found}"
 
 
 HISTORY_ARCHIVE = "history-archive"
@@ -86,6 +90,20 @@ async def archive_histories(root: Path) -> int:
         (archive / name).write_text(history.to_json())
         count += 1
     return count
+
+
+def secret_findings(lab_root: Path) -> tuple[int, list[str]]:
+    """(files read, "<secret name> in <file>" for every credential value found) over a lab's
+    archived histories and its logs. Names, never values: the finding must not leak either."""
+    from lab.stack import LabPaths, read_secrets
+
+    secrets = {name: value for name, value in read_secrets(LabPaths(lab_root)).items() if value}
+    files = [*(lab_root / HISTORY_ARCHIVE).glob("*.json"), *(lab_root / "logs").glob("*")]
+    found = []
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        found += [f"{name} in {path}" for name, value in secrets.items() if value in text]
+    return len(files), found
 
 
 def start_lab(root: Path, *up_options: str) -> LabRun:

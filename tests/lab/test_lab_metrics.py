@@ -1,42 +1,13 @@
 """A running lab's metrics, scraped as Prometheus would and parsed by prometheus_client's own
-parser: the worker's Temporal SDK metrics, the OMS nodes' lease and trading metrics, and, after
-a promotion, the promotion's RTO and step durations."""
+parser: the worker's Temporal SDK metrics and the OMS nodes' lease and trading metrics. What a
+promotion exports is read after the monitor's own promotion, in test_promotion_from_monitor.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import httpx
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
-
-from activities.metrics import (
-    LAST_PROMOTION_RTO,
-    LAST_PROMOTION_STEP_DURATION,
-    PROMOTION_RTO,
-    PROMOTION_STEP_DURATION,
-    PROMOTIONS,
-)
-from domain.promotion import PromotionReport
 from lab.oms_metrics import LEASE_RENEWAL_FAILURES, LEASE_RENEWALS, OMS_LEASE_EPOCH, OMS_TRADING
 from lab.processes import wait_until
-from tests.lab.conftest import LabRun, drctl_runbook
-
-
-def scrape(url: str) -> Iterator[Sample]:
-    response = httpx.get(url, timeout=5)
-    response.raise_for_status()
-    assert response.headers["content-type"].startswith("text/plain")
-    for family in text_string_to_metric_families(response.text):
-        yield from family.samples
-
-
-def value(url: str, name: str, **labels: str) -> float | None:
-    for sample in scrape(url):
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-            return float(sample.value)
-    return None
+from tests.lab.conftest import LabRun
+from tests.lab.scrape import scrape, value
 
 
 def test_status_lists_every_metrics_url(lab: LabRun) -> None:
@@ -80,28 +51,3 @@ def test_the_oms_nodes_export_lease_renewals_and_trading_state(lab: LabRun) -> N
     # The DR node trades nothing and renews nothing until it is promoted.
     assert value(dr, OMS_TRADING, system="lab", region="dr") == 0
     assert value(dr, renewals, system="lab", region="dr") == 0
-
-
-def test_after_a_promotion_the_worker_exports_its_rto_and_step_durations(lab: LabRun) -> None:
-    """Last in the module: it promotes DR."""
-    assert lab.drctl("chaos", "kill", "primary").returncode == 0
-    result = drctl_runbook(lab, "failover", "--system", "lab", "--wait", "--json", "--as", "oncall")
-    assert result.returncode == 0, result.stderr + result.stdout
-    report = PromotionReport.model_validate_json(result.stdout)
-    assert report.outcome.value == "promoted" and report.rto_s is not None
-    worker = lab.status()["metrics"]["worker"]
-    promoted = {"system": "lab", "outcome": "promoted"}
-    assert value(worker, PROMOTIONS + "_total", **promoted) == 1
-    assert value(worker, PROMOTION_RTO + "_count", **promoted) == 1
-    assert value(worker, LAST_PROMOTION_RTO, **promoted) == pytest.approx(report.rto_s, abs=0.01)
-    durations = {s.name: s.duration_s for s in report.steps if s.duration_s is not None}
-    for step in ("acquire_lease", "check_db_replica", "promote_db_replica", "sync_dr_state"):
-        assert value(worker, PROMOTION_STEP_DURATION + "_count", system="lab", step=step) == 1
-        last = value(worker, LAST_PROMOTION_STEP_DURATION, system="lab", step=step)
-        assert last == pytest.approx(durations[step], abs=0.01), step
-    # The DR OMS now holds the lease: it trades, renews, and says so.
-    dr = lab.status()["metrics"]["oms-dr"]
-    labels = {"system": "lab", "region": "dr"}
-    assert value(dr, OMS_TRADING, **labels) == 1
-    assert value(dr, OMS_LEASE_EPOCH, **labels) == report.epoch
-    assert wait_until(lambda: (value(dr, LEASE_RENEWALS + "_total", **labels) or 0) > 0, 10)

@@ -15,12 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from temporalio.api.enums.v1 import EventType
 
 from domain.book import BookSnapshot, Fill, Side
 from domain.promotion import PromotionReport
 from domain.reconciliation import DiscrepancyKind, recompute_positions
 from lab.processes import wait_until
+from lab.stack import LabPaths, read_secrets
 from lab.topology_gen import VENUE_ADAPTERS, VENUES
+from tests.faults.conftest import local_activity_type, temporal
 from tests.lab.conftest import (
     LabRun,
     drctl_runbook,
@@ -32,6 +36,7 @@ from tests.lab.conftest import (
     venue_key,
     weights_of,
 )
+from tests.otlp_collector import OtlpCollector, attributes_of, everything_said_by, otlp_collector
 
 # The ghosts sit where the runbook reaches the venue through ccxt (beta) and FIX (gamma).
 GHOST_VENUES = ("beta", "gamma")
@@ -52,9 +57,22 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    with running_lab(tmp_path_factory) as lab:
-        yield run_incident(lab)
+def collector() -> Iterator[OtlpCollector]:
+    with otlp_collector() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    tmp_path_factory: pytest.TempPathFactory, collector: OtlpCollector
+) -> Iterator[Scenario]:
+    with pytest.MonkeyPatch.context() as env:
+        # The lab's worker and drctl export their spans as they would to a desk's collector
+        # (the standard variables; a short batch delay so the test need not wait 5 s).
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+        with running_lab(tmp_path_factory) as lab:
+            yield run_incident(lab)
 
 
 def run_incident(lab: LabRun) -> Scenario:
@@ -124,11 +142,15 @@ def test_the_ghost_orders_are_cancelled_and_confirmed_gone(scenario: Scenario) -
         before = scenario.counters_before[venue]["state_changing_cancels"]
         assert counters["state_changing_cancels"] - before >= 1
     # The kill can also land between a venue's ack and the replication publish: such an order
-    # is a real ghost too. Whatever was cancelled must be unknown to DR, never one of its own.
+    # is a real ghost too (or, for a cancel, an order DR holds that the venue no longer lists,
+    # cancelled again to confirm it dead). Never an order working at the venue that DR knows.
+    confirmable = (
+        DiscrepancyKind.GHOST, DiscrepancyKind.OLD_EPOCH, DiscrepancyKind.MISSING_AT_VENUE
+    )  # fmt: skip
     for recovery in report.venues:
         kinds = {f.client_order_id: f.kind for f in recovery.findings}
         for cancelled in recovery.cancelled:
-            assert kinds[cancelled] in (DiscrepancyKind.GHOST, DiscrepancyKind.OLD_EPOCH)
+            assert kinds[cancelled] in confirmable
 
 
 def test_dr_positions_equal_positions_recomputed_from_venue_fills(scenario: Scenario) -> None:
@@ -246,6 +268,82 @@ def test_the_recorded_histories_replay_deterministically(scenario: Scenario) -> 
         replay_and_record(scenario.lab.root / "topology.toml", ids, "per-venue-unplanned")
     )
     assert replayed == 4
+
+
+# --- the promotion as traces (OpenTelemetry, exported over OTLP by the real processes) ------
+
+
+def promotion_activities(lab: LabRun) -> dict[str, set[str]]:
+    """workflow id -> the activity types it ran (local ones too), for the promotion and its
+    venue recoveries, from their histories."""
+
+    async def read() -> dict[str, set[str]]:
+        client = await temporal(lab)
+        ran: dict[str, set[str]] = {}
+        async for execution in client.list_workflows("WorkflowId STARTS_WITH 'dr-promotion/lab'"):
+            history = await client.get_workflow_handle(execution.id).fetch_history()
+            ran[execution.id] = {
+                e.activity_task_scheduled_event_attributes.activity_type.name
+                for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            } | {t for e in history.events if (t := local_activity_type(e))}
+        return ran
+
+    return asyncio.run(read())
+
+
+def promotion_spans(scenario: Scenario, collector: OtlpCollector) -> list[Span]:
+    """The spans naming the promotion or its children, once the last activity's has arrived."""
+    ran = promotion_activities(scenario.lab)
+    wanted = {f"RunActivity:{a}" for activities in ran.values() for a in activities}
+
+    def ours() -> list[Span]:
+        return [
+            span
+            for _, span in collector.spans()
+            if attributes_of(span).get("temporalWorkflowID", "").startswith("dr-promotion/lab")
+        ]
+
+    wait_until(lambda: wanted <= {s.name for s in ours()}, 20, poll_s=0.2)
+    return ours()
+
+
+def test_the_promotion_is_one_trace_with_a_span_per_activity_and_child(
+    scenario: Scenario, collector: OtlpCollector
+) -> None:
+    # A query (drctl --wait asks for progress) is an operation of its own, with its own trace.
+    spans = [
+        span
+        for span in promotion_spans(scenario, collector)
+        if not span.name.startswith(("QueryWorkflow:", "HandleQuery:"))
+    ]
+    traces = {span.trace_id for span in spans}
+    assert len(traces) == 1, f"{len(traces)} traces: {sorted({s.name for s in spans})}"
+    names = [span.name for span in spans]
+    # Rooted at the operator's start (drctl's own span), then the workflow and its children.
+    assert "StartWorkflow:Promotion" in names, sorted(set(names))
+    ran = promotion_activities(scenario.lab)
+    for workflow_id, activities in ran.items():
+        said = {s.name for s in spans if attributes_of(s)["temporalWorkflowID"] == workflow_id}
+        missing = {f"RunActivity:{a}" for a in activities} - said
+        assert not missing, f"{workflow_id}: no span for {sorted(missing)}"
+    assert names.count("StartChildWorkflow:VenueRecovery") == len(VENUES), sorted(names)
+    assert len(ran) == 1 + len(VENUES)
+
+
+def test_no_credential_value_in_any_span(scenario: Scenario, collector: OtlpCollector) -> None:
+    promotion_spans(scenario, collector)  # everything the promotion exported has arrived
+    secrets = {k: v for k, v in read_secrets(LabPaths(scenario.lab.root)).items() if v}
+    received = collector.spans()
+    assert len(received) > 20
+    leaks = [
+        f"{name} in span {span.name}"
+        for resource, span in received
+        for said in ([*resource.keys(), *resource.values()], everything_said_by(span))
+        for name, value in secrets.items()
+        if any(value in text for text in said)
+    ]
+    assert leaks == []
 
 
 def _all_fills(lab: LabRun, venue: str) -> list[dict[str, Any]]:

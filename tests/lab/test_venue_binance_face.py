@@ -276,9 +276,16 @@ async def test_concurrent_refusals_each_carry_their_own_retry_after(
 
 
 async def test_fills_page_through_my_trades_and_map_to_client_order_ids(
-    face: FaceVenue, exchange: Any, adapter: CcxtVenueAdapter, monkeypatch: pytest.MonkeyPatch
+    face: FaceVenue, exchange: Any, credentials: None
 ) -> None:
-    monkeypatch.setattr("adapters.venues.ccxt.PAGE_SIZE", 2)
+    adapter = CcxtVenueAdapter(config(face, page_size=2))
+    try:
+        await _fills_page_through(face, exchange, adapter)
+    finally:
+        await adapter.close()
+
+
+async def _fills_page_through(face: FaceVenue, exchange: Any, adapter: CcxtVenueAdapter) -> None:
     watermark = datetime.now(UTC) - timedelta(milliseconds=5)
     first, second, third = unique(), unique("no-epoch-"), unique()
     await place(exchange, first, qty=5)

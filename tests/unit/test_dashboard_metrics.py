@@ -64,6 +64,16 @@ def alert_queries(path: Path = ALERTS) -> dict[str, str]:
     }
 
 
+def queried_but_not_exported(queries: dict[str, str], exported: set[str]) -> list[str]:
+    """``"<where>: <metric>"`` for every metric a query reads that ``exported`` lacks."""
+    return sorted(
+        f"{where}: {name}"
+        for where, expr in queries.items()
+        for name in metric_names_in(expr)
+        if name not in exported
+    )
+
+
 def defined_metric_names() -> set[str]:
     """Every sample name our definitions can produce, as the exporters spell them."""
     ours = {v for k, v in vars(metrics).items() if k.isupper() and isinstance(v, str)}

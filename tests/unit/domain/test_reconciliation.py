@@ -138,6 +138,17 @@ def test_an_order_open_only_in_the_dr_book_is_missing_at_venue() -> None:
     assert "not open at the venue" in finding.detail
 
 
+def test_an_order_missing_at_the_venue_is_cancelled_only_to_confirm_it_dead() -> None:
+    missing = only(classify([], [order("E2-gone")]))
+    working = only(classify([order("E2-live")], [order("E2-live")]))
+    assert working.kind is DiscrepancyKind.MATCHED
+    findings = [missing, working]
+    # Runs recorded before the rule left it to a person; now a cancel confirms it dead, and
+    # the order both sides list as working is never touched.
+    assert orders_to_cancel(findings) == []
+    assert orders_to_cancel(findings, confirm_missing_at_venue=True) == ["E2-gone"]
+
+
 def test_a_previous_tenure_order_dr_never_saw_is_a_ghost_to_cancel() -> None:
     finding = only(classify([order("E2-7")], []))
     assert finding.kind is DiscrepancyKind.GHOST

@@ -19,6 +19,7 @@ from domain.reconciliation import (
     VenueReconciliation,
     check_fills,
     classify_orders,
+    orders_to_cancel,
     recompute_positions,
 )
 from domain.venues import OrderReport, OrderReports
@@ -121,6 +122,19 @@ def test_nothing_dr_knows_is_ever_cancelled(
 ) -> None:
     report = reconcile(venue_open, dr_open, new_epoch)
     assert not set(report.to_cancel) & {o.client_order_id for o in dr_open}
+
+
+@given(venue_open=reports, dr_open=reports, new_epoch=new_epochs)
+def test_an_order_working_at_the_venue_that_dr_knows_is_never_cancelled(
+    venue_open: list[Order], dr_open: list[Order], new_epoch: int
+) -> None:
+    report = reconcile(venue_open, dr_open, new_epoch)
+    both = {o.client_order_id for o in venue_open} & {o.client_order_id for o in dr_open}
+    confirmed = orders_to_cancel(report.findings, confirm_missing_at_venue=True)
+    assert not set(confirmed) & both
+    # What it adds to the cancel rule is exactly the DR book's orders the venue does not list.
+    only_dr = {o.client_order_id for o in dr_open} - {o.client_order_id for o in venue_open}
+    assert set(confirmed) - set(report.to_cancel) == only_dr
 
 
 @given(venue_open=reports, dr_open=reports, new_epoch=new_epochs)

@@ -87,6 +87,24 @@ async def test_a_clean_incident_promotes_and_cancels_a_ghost(env: WorkflowEnviro
     assert [a.kind for a in lab.alerts] == ["promotion_started", "promotion_completed"]
 
 
+async def test_an_order_the_venue_no_longer_lists_is_confirmed_dead_without_a_person(
+    env: WorkflowEnvironment,
+) -> None:
+    # The old primary cancelled it at the venue and died before publishing the cancel.
+    lab = FakeLab()
+    lab.dr_orders = [order("E1-a"), order("E1-cancelled-unheard")]
+    lab.venue_orders = [order("E1-a")]
+    worker, handle = await start(env.client, lab, PromotionRequest(system="lab", requested_by="a"))
+    async with worker:
+        report = await handle.result()
+    assert report.outcome is DrOutcome.PROMOTED, report.outcome_detail
+    (venue,) = report.venues
+    assert [f.kind.value for f in venue.findings] == ["missing_at_venue"]
+    assert venue.cancelled == ["E1-cancelled-unheard"] and venue.unresolved == []
+    assert "release_trading" in lab.calls
+    assert [a.kind for a in lab.alerts] == ["promotion_started", "promotion_completed"]
+
+
 async def test_a_healthy_primary_refuses_an_unplanned_promotion(env: WorkflowEnvironment) -> None:
     lab = FakeLab()
     lab.primary_down = False

@@ -30,6 +30,12 @@ def test_histories_of_every_workflow_are_recorded() -> None:
     assert "per-venue-unplanned--dr-promotion%2Flab.json" in names
     assert "per-venue-planned--dr-promotion%2Flab.json" in names
     assert sum("%2Fvenue%2F" in n for n in names) >= 4
+    # VenueRecovery since it cancels (to confirm dead) what the DR book holds and the venue
+    # does not list (patch venue-recovery-confirms-missing-at-venue-dead).
+    assert (
+        "confirms-missing-at-venue--dr-promotion%2Flab%2Fvenue%2Falpha%2Fepoch-2%2Ftry-1.json"
+        in names
+    )
     assert "monitor--dr-monitor%2Flab.json" in names  # the HealthMonitor, before the split
     assert "system-monitor--dr-monitor%2Flab.json" in names
     assert "feed-monitor--md-monitor%2Flab-md.json" in names
