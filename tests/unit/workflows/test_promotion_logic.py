@@ -413,7 +413,10 @@ async def test_an_unreachable_replica_is_retried_then_pages_and_is_never_promote
     async with worker:
         await wait_for(handle, "operator: check_db_replica failed")
         assert lab.calls.count("check_db_replica") == 5  # DB_RETRY's attempts, then the page
-        assert any(a.kind == "promotion_failed" for a in lab.alerts)
+        # The question is open before its page is out (the page is the next activity).
+        async with asyncio.timeout(20):
+            while not any(a.kind == "promotion_failed" for a in lab.alerts):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # poll
         await handle.execute_update(PromotionWorkflow.resolve, Resolution(action="abort", by="dan"))
         report = await handle.result()
     assert report.outcome is DrOutcome.ABORTED
