@@ -24,8 +24,6 @@ from lab import processes
 from tests.conftest import NatsServer
 
 # One line, so the reason reads the same in the source as in pytest's skip summary.
-NO_CONSUL = "no Consul server: set CONSUL_HTTP_ADDR to run the active-source contract against a real Consul (none can be installed on this machine)"  # noqa: E501
-
 OP_TIMEOUT_S = 0.5
 # What "within the op timeout" may add: thread hand-off, connection teardown.
 SLACK_S = 2.0
@@ -51,7 +49,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[ActiveSourceSto
 def _consul_config() -> ConsulStoreConfig:
     address = os.environ.get("CONSUL_HTTP_ADDR")
     if not address:
-        pytest.skip(NO_CONSUL)
+        pytest.skip(
+            "no Consul server: none can be installed on this machine (not from pip, not from "
+            "Debian); set CONSUL_HTTP_ADDR to run the active-source contract against a real Consul"
+        )
     return ConsulStoreConfig(
         backend="consul",
         # Consul's own tools accept a bare host:port here.

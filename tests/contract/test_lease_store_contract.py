@@ -19,7 +19,6 @@ from domain.topology import ConsulLeaseConfig, NatsLeaseConfig
 from tests.conftest import NatsServer
 
 # One line, so the reason reads the same in the source as in pytest's skip summary.
-NO_CONSUL = "no Consul server: set CONSUL_HTTP_ADDR to run the lease contract against a real Consul (none can be installed on this machine)"  # noqa: E501
 
 
 @pytest.fixture(params=["nats", "consul"])
@@ -41,7 +40,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[LeaseStore]:
 def _consul_config() -> ConsulLeaseConfig:
     address = os.environ.get("CONSUL_HTTP_ADDR")
     if not address:
-        pytest.skip(NO_CONSUL)
+        pytest.skip(
+            "no Consul server: none can be installed on this machine (not from pip, not from "
+            "Debian); set CONSUL_HTTP_ADDR to run the lease contract against a real Consul"
+        )
     return ConsulLeaseConfig(
         backend="consul",
         # Consul's own tools accept a bare host:port here.
