@@ -88,10 +88,8 @@ class VenueRecoveryWorkflow:
         if workflow.patched(CONFIRMS_MISSING_AT_VENUE):
             to_cancel = diff.to_cancel_or_confirm_dead
         still_open = await self._cancel_and_confirm(request, to_cancel, grant)
-        unknown_to_dr = {
-            f.client_order_id for f in diff.findings if f.kind.value in ("ghost", "old_epoch")
-        }
-        gone = unknown_to_dr & (set(to_cancel) - set(still_open))
+        # Ghosts and old-epoch orders (the orders DR did not know), confirmed gone.
+        gone = set(diff.to_cancel) - set(still_open)
         record_ghosts_cancelled(workflow.metric_meter(), request.venue, len(gone))
         return VenueRecoveryReport(
             venue=request.venue,
